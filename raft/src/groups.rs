@@ -1,0 +1,168 @@
+//! The multi-group runtime: every Raft group this node hosts, created on demand, sharing the
+//! node's RocksDB, fsync thread, peer connections and heartbeat batching.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use crate::meta::MetaState;
+use crate::network::{GroupNetworkFactory, HeartbeatCoalescer, Peers};
+use crate::storage::{ApplyWatch, Db, Fsync, LogStore, StateMachine};
+use crate::types::{GroupId, NodeId, Raft};
+
+/// Raft timings shared by every group.
+#[derive(Debug, Clone)]
+pub struct GroupSettings {
+    /// Leader heartbeat period, ms.
+    pub heartbeat_ms: u64,
+    /// Lower bound of the election timeout, ms.
+    pub election_min_ms: u64,
+    /// Upper bound of the election timeout, ms.
+    pub election_max_ms: u64,
+    /// Logs since the last snapshot that trigger a new one.
+    pub snapshot_after_logs: u64,
+}
+
+impl Default for GroupSettings {
+    fn default() -> Self {
+        Self { heartbeat_ms: 200, election_min_ms: 1000, election_max_ms: 2000, snapshot_after_logs: 20_000 }
+    }
+}
+
+struct GroupHandle {
+    raft: Raft,
+    applied: Arc<ApplyWatch>,
+}
+
+struct Inner {
+    node_id: NodeId,
+    db: Db,
+    fsync: Fsync,
+    peers: Peers,
+    heartbeats: HeartbeatCoalescer,
+    config: Arc<openraft::Config>,
+    meta: Arc<RwLock<MetaState>>,
+    groups: RwLock<HashMap<GroupId, GroupHandle>>,
+    creating: tokio::sync::Mutex<()>,
+}
+
+/// Handle to this node's Raft groups. Cheap to clone.
+#[derive(Clone)]
+pub struct Groups {
+    inner: Arc<Inner>,
+}
+
+impl Groups {
+    /// The runtime of node `node_id` over `db`.
+    pub fn new(node_id: NodeId, db: Db, peers: Peers, settings: &GroupSettings) -> Result<Self, openraft::ConfigError> {
+        let config = openraft::Config {
+            cluster_name: "conclave".into(),
+            heartbeat_interval: settings.heartbeat_ms,
+            election_timeout_min: settings.election_min_ms,
+            election_timeout_max: settings.election_max_ms,
+            install_snapshot_timeout: 10_000,
+            enable_pre_vote: Some(true),
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(settings.snapshot_after_logs),
+            max_in_snapshot_log_to_keep: 1000,
+            ..Default::default()
+        }
+        .validate()?;
+        let fsync = Fsync::start(db.clone());
+        Ok(Self {
+            inner: Arc::new(Inner {
+                node_id,
+                db,
+                fsync,
+                heartbeats: HeartbeatCoalescer::new(peers.clone()),
+                peers,
+                config: Arc::new(config),
+                meta: Arc::default(),
+                groups: RwLock::default(),
+                creating: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.inner.node_id
+    }
+
+    /// The node's database.
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// The peer connections.
+    pub fn peers(&self) -> &Peers {
+        &self.inner.peers
+    }
+
+    /// The meta state as last applied on this node.
+    pub fn meta(&self) -> &Arc<RwLock<MetaState>> {
+        &self.inner.meta
+    }
+
+    /// A copy of the meta state.
+    pub fn meta_snapshot(&self) -> MetaState {
+        self.inner.meta.read().expect("meta lock").clone()
+    }
+
+    /// The Raft of `group`, if hosted here.
+    pub fn get(&self, group: GroupId) -> Option<Raft> {
+        self.inner.groups.read().expect("groups lock").get(&group).map(|h| h.raft.clone())
+    }
+
+    /// Watch of `group`'s last applied index, if hosted here.
+    pub fn applied_watch(&self, group: GroupId) -> Option<Arc<ApplyWatch>> {
+        self.inner.groups.read().expect("groups lock").get(&group).map(|h| h.applied.clone())
+    }
+
+    /// Ids of the groups hosted here.
+    pub fn hosted(&self) -> Vec<GroupId> {
+        let mut ids: Vec<_> = self.inner.groups.read().expect("groups lock").keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// The Raft of `group`, starting it (from its stored state, or empty) if needed.
+    pub async fn ensure(&self, group: GroupId) -> std::io::Result<Raft> {
+        if let Some(r) = self.get(group) {
+            return Ok(r);
+        }
+        let _guard = self.inner.creating.lock().await;
+        if let Some(r) = self.get(group) {
+            return Ok(r);
+        }
+        let sm = StateMachine::open(group, self.inner.db.clone(), self.inner.meta.clone())?;
+        let applied = sm.applied_watch();
+        let log = LogStore::new(group, self.inner.db.clone(), self.inner.fsync.clone());
+        let network = GroupNetworkFactory::new(group, self.inner.peers.clone(), self.inner.heartbeats.clone());
+        let raft = Raft::new(self.inner.node_id, self.inner.config.clone(), network, log, sm)
+            .await
+            .map_err(std::io::Error::other)?;
+        tracing::info!(group, node = self.inner.node_id, "started raft group");
+        self.inner.groups.write().expect("groups lock").insert(group, GroupHandle { raft: raft.clone(), applied });
+        Ok(raft)
+    }
+
+    /// Stops `group` here and deletes its data (after this node left its membership).
+    pub async fn remove(&self, group: GroupId) -> std::io::Result<()> {
+        let handle = self.inner.groups.write().expect("groups lock").remove(&group);
+        if let Some(h) = handle {
+            if let Err(e) = h.raft.shutdown().await {
+                tracing::warn!(group, error = %e, "raft shutdown failed");
+            }
+        }
+        self.inner.db.purge_group(group)?;
+        tracing::info!(group, node = self.inner.node_id, "removed raft group");
+        Ok(())
+    }
+
+    /// Stops every group (graceful shutdown).
+    pub async fn shutdown(&self) {
+        let rafts: Vec<Raft> = self.inner.groups.read().expect("groups lock").values().map(|h| h.raft.clone()).collect();
+        for r in rafts {
+            let _ = r.shutdown().await;
+        }
+    }
+}

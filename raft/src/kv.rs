@@ -1,0 +1,77 @@
+//! A minimal key-value view for deterministic apply: reads from a store, buffers writes.
+//!
+//! Shard apply logic runs against [`Txn`], so it sees its own earlier writes within one apply
+//! batch and can be tested on a `BTreeMap` with no I/O.
+
+use std::collections::BTreeMap;
+
+/// Read access to a group's key space (keys are relative to the group).
+pub trait KvRead {
+    /// The value at `key`.
+    fn get(&self, key: &[u8]) -> std::io::Result<Option<Vec<u8>>>;
+    /// Up to `limit` pairs with keys starting with `prefix` and strictly greater than `after`
+    /// (when given), in key order.
+    fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>>;
+}
+
+impl KvRead for BTreeMap<Vec<u8>, Vec<u8>> {
+    fn get(&self, key: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
+        Ok(BTreeMap::get(self, key).cloned())
+    }
+
+    fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        Ok(self
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter(|(k, _)| after.is_none_or(|a| k.as_slice() > a))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+}
+
+/// Buffered writes over a [`KvRead`]; `None` marks a delete.
+pub struct Txn<'a, R: KvRead + ?Sized> {
+    base: &'a R,
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl<'a, R: KvRead + ?Sized> Txn<'a, R> {
+    /// A transaction with no writes yet.
+    pub fn new(base: &'a R) -> Self {
+        Self { base, writes: BTreeMap::new() }
+    }
+
+    /// The value at `key`, including this transaction's writes.
+    pub fn get(&self, key: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
+        match self.writes.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => self.base.get(key),
+        }
+    }
+
+    /// Sets `key` to `value`.
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.writes.insert(key, Some(value));
+    }
+
+    /// Deletes `key`.
+    pub fn delete(&mut self, key: Vec<u8>) {
+        self.writes.insert(key, None);
+    }
+
+    /// The buffered writes, in key order.
+    pub fn into_writes(self) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
+        self.writes
+    }
+}

@@ -1,0 +1,97 @@
+//! Coalesces heartbeats of all groups bound for the same peer into one `Heartbeat` RPC.
+//!
+//! Each peer has a bounded queue and a sender task: it takes the first heartbeat, waits a short
+//! gathering window, takes everything else queued, and sends them in one call. When the queue is
+//! full the heartbeat fails at once as unreachable, and openraft retries it on its next tick.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use conclave_proto::peer::{GroupHeartbeat, HeartbeatBatch, RaftReply};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::network::Peers;
+use crate::types::GroupId;
+
+/// Heartbeats queued per peer before new ones are refused.
+const QUEUE_CAPACITY: usize = 4096;
+/// How long the first heartbeat of a batch waits for others.
+const GATHER_WINDOW: Duration = Duration::from_millis(2);
+
+struct Pending {
+    group: GroupId,
+    payload: Vec<u8>,
+    reply: oneshot::Sender<Result<RaftReply, String>>,
+}
+
+/// Per-peer heartbeat batching.
+#[derive(Clone)]
+pub struct HeartbeatCoalescer {
+    peers: Peers,
+    queues: Arc<Mutex<HashMap<String, mpsc::Sender<Pending>>>>,
+}
+
+impl HeartbeatCoalescer {
+    /// Batching over `peers`' connections.
+    pub fn new(peers: Peers) -> Self {
+        Self { peers, queues: Arc::default() }
+    }
+
+    /// Sends one group's encoded heartbeat to `addr` as part of a batch; returns its reply.
+    pub async fn send(&self, addr: &str, group: GroupId, payload: Vec<u8>) -> Result<RaftReply, String> {
+        let queue = {
+            let mut queues = self.queues.lock().expect("heartbeat lock");
+            queues
+                .entry(addr.to_string())
+                .or_insert_with(|| self.spawn_sender(addr.to_string()))
+                .clone()
+        };
+        let (tx, rx) = oneshot::channel();
+        queue
+            .try_send(Pending { group, payload, reply: tx })
+            .map_err(|_| format!("heartbeat queue to {addr} is full"))?;
+        rx.await.map_err(|_| "heartbeat sender stopped".to_string())?
+    }
+
+    fn spawn_sender(&self, addr: String) -> mpsc::Sender<Pending> {
+        let (tx, mut rx) = mpsc::channel::<Pending>(QUEUE_CAPACITY);
+        let peers = self.peers.clone();
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                tokio::time::sleep(GATHER_WINDOW).await;
+                let mut batch = vec![first];
+                while let Ok(p) = rx.try_recv() {
+                    batch.push(p);
+                }
+                let items = batch.iter().map(|p| GroupHeartbeat { group: p.group, payload: p.payload.clone() }).collect();
+                let result = match peers.client(&addr) {
+                    Ok(mut client) => client
+                        .heartbeat(HeartbeatBatch { items })
+                        .await
+                        .map(|r| r.into_inner().items)
+                        .map_err(|s| s.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                match result {
+                    Ok(replies) if replies.len() == batch.len() => {
+                        for (p, r) in batch.into_iter().zip(replies) {
+                            let _ = p.reply.send(Ok(r));
+                        }
+                    }
+                    Ok(_) => {
+                        for p in batch {
+                            let _ = p.reply.send(Err("heartbeat reply count mismatch".into()));
+                        }
+                    }
+                    Err(e) => {
+                        for p in batch {
+                            let _ = p.reply.send(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+        });
+        tx
+    }
+}

@@ -1,0 +1,52 @@
+//! Group commit: one fsync makes the log appends of every group durable together.
+//!
+//! A log append writes its entries to RocksDB unsynced (so they are readable at once) and hands
+//! its completion callback here. This thread takes every callback queued, syncs the WAL once,
+//! and completes them all. While one sync runs the next batch gathers, so under load each fsync
+//! covers many appends of many groups. The queue is unbounded but holds at most one callback
+//! per in-flight append, which openraft itself bounds per group.
+
+use std::sync::mpsc;
+
+use openraft::storage::IOFlushed;
+
+use crate::storage::db::io_err;
+use crate::storage::Db;
+use crate::types::TypeConfig;
+
+/// Handle to the node's fsync thread.
+#[derive(Clone)]
+pub struct Fsync {
+    tx: mpsc::Sender<IOFlushed<TypeConfig>>,
+}
+
+impl Fsync {
+    /// Starts the fsync thread for `db`.
+    pub fn start(db: Db) -> Self {
+        let (tx, rx) = mpsc::channel::<IOFlushed<TypeConfig>>();
+        std::thread::Builder::new()
+            .name("conclave-fsync".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut waiting = vec![first];
+                    waiting.extend(rx.try_iter());
+                    let result = db.inner.flush_wal(true);
+                    if let Err(e) = &result {
+                        tracing::error!(error = %e, "wal sync failed");
+                    }
+                    for cb in waiting {
+                        cb.io_completed(result.as_ref().map(|_| ()).map_err(io_err));
+                    }
+                }
+            })
+            .expect("spawn fsync thread");
+        Self { tx }
+    }
+
+    /// Completes `callback` once everything written before this call is durable.
+    pub fn after_sync(&self, callback: IOFlushed<TypeConfig>) {
+        if let Err(mpsc::SendError(cb)) = self.tx.send(callback) {
+            cb.io_completed(Err(std::io::Error::other("fsync thread stopped")));
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! RocksDB storage shared by every Raft group of a node: the log store, the state machine and
+//! the fsync thread that makes log appends of all groups durable together.
+
+mod db;
+mod fsync;
+mod log_store;
+mod state_machine;
+
+pub use db::{Db, GroupKv};
+pub use fsync::Fsync;
+pub use log_store::LogStore;
+pub use state_machine::{ApplyWatch, StateMachine};
