@@ -474,12 +474,14 @@ mod tests {
         let out = run(&mut s, &[(put("a", "1"), 1), (put("a", "2"), 2), (put("b", "9"), 3)]);
         assert!(matches!(&out[1], ShardResponse::Context(e) if e.version == 2 && e.value == "2"));
         assert!(matches!(&out[2], ShardResponse::Context(e) if e.version == 1));
-        let get = |ws: &str| query(&s, &ShardQuery::ContextGet { ws: ws.into(), key: "k".into() });
-        assert!(matches!(get("a").unwrap(), ShardReadResult::Context(e) if e.value == "2"));
-        assert!(matches!(get("c"), Err(e) if e.code == ErrorCode::NotFound));
+        let get = |s: &BTreeMap<Vec<u8>, Vec<u8>>, ws: &str| {
+            query(s, &ShardQuery::ContextGet { ws: ws.into(), key: "k".into() })
+        };
+        assert!(matches!(get(&s, "a").unwrap(), ShardReadResult::Context(e) if e.value == "2"));
+        assert!(matches!(get(&s, "c"), Err(e) if e.code == ErrorCode::NotFound));
         let del = run(&mut s, &[(ShardCommand::ContextDelete { ws: "a".into(), key: "k".into() }, 4)]);
         assert!(matches!(&del[0], ShardResponse::Deleted(_)));
-        assert!(get("a").is_err());
-        assert!(get("b").is_ok());
+        assert!(get(&s, "a").is_err());
+        assert!(get(&s, "b").is_ok());
     }
 }
