@@ -1,1 +1,20 @@
-//! placeholder while the crate is written
+//! Conclave's entity actors and the request router, plus the placement controller that moves
+//! shard replicas and leaderships between nodes.
+//!
+//! An entity's actor lives on the node leading its shard; any node accepts a request and the
+//! [`Router`] either runs it locally or forwards it to the leader over gRPC.
+
+pub mod controller;
+pub mod entity;
+pub mod entity_actor;
+pub mod forwarder;
+pub mod placement;
+pub mod reconciler;
+pub mod request;
+pub mod router;
+pub mod status;
+
+pub use entity::shard_for;
+pub use forwarder::{Forwarder, GrpcForwarder};
+pub use request::{ClientRequest, ClientResponse, ForwardResult};
+pub use router::Router;

@@ -56,6 +56,9 @@ mod tests {
         let test_exe = Path::new("/t/target/debug/deps/cluster-1234");
         assert_eq!(profile_dir(test_exe).unwrap(), Path::new("/t/target/debug"));
         let bin_exe = Path::new("/t/target/release/bench");
-        assert_eq!(profile_dir(bin_exe).unwrap(), Path::new("/t/target/release"));
+        assert_eq!(
+            profile_dir(bin_exe).unwrap(),
+            Path::new("/t/target/release")
+        );
     }
 }

@@ -5,15 +5,10 @@
 //! operator would. Nothing here links against the server crates: the contract is the only
 //! interface, which keeps the harness honest about what clients can observe.
 
-/// Finding the `conclave` binary under test.
 pub mod binary;
-/// Typed HTTP calls against one node, with errors that keep the status code.
 pub mod client;
-/// Serde shapes of the contract's JSON bodies.
 pub mod model;
-/// The cluster sandbox: start, kill, restart, grow and shrink a cluster of processes.
 pub mod sandbox;
-/// Polling helpers: every wait has a deadline and says what it was waiting for.
 pub mod wait;
 
 pub use client::{ApiError, NodeClient};

@@ -621,7 +621,10 @@ fn convergence_gap(
         return Some(format!("node {missing} is not in the member list"));
     }
     if status.shards.len() != shards as usize {
-        return Some(format!("{} shards listed, want {shards}", status.shards.len()));
+        return Some(format!(
+            "{} shards listed, want {shards}",
+            status.shards.len()
+        ));
     }
     for shard in &status.shards {
         let mut ids: Vec<u64> = shard.replicas.clone();
@@ -647,6 +650,7 @@ fn init_tracing() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(false)
         .with_test_writer()
         .try_init();
 }

@@ -30,7 +30,9 @@ where
             Err(error) => last_error = Some(format!("{error:#}")),
         }
         if Instant::now() >= deadline {
-            let reason = last_error.map(|e| format!("; last: {e}")).unwrap_or_default();
+            let reason = last_error
+                .map(|e| format!("; last: {e}"))
+                .unwrap_or_default();
             anyhow::bail!("timed out after {timeout:?} waiting for {desc}{reason}");
         }
         tokio::time::sleep(POLL_INTERVAL).await;

@@ -62,7 +62,9 @@ impl Args {
                 "--seconds" => args.seconds = value.parse().context("--seconds")?,
                 "--out" => args.out = PathBuf::from(value),
                 "--nodes" => args.nodes = parse_list(&value).context("--nodes")?,
-                "--concurrency" => args.concurrency = parse_list(&value).context("--concurrency")?,
+                "--concurrency" => {
+                    args.concurrency = parse_list(&value).context("--concurrency")?
+                }
                 _ => bail!("unknown flag {flag}; try --help"),
             }
         }

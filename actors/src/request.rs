@@ -1,0 +1,39 @@
+//! What the router carries between nodes: a client's request for one group and its outcome.
+
+use conclave_raft::error::CoreError;
+use conclave_raft::{MetaCommand, MetaResponse, NodeId, ShardCommand, ShardQuery, ShardReadResult, ShardResponse};
+use serde::{Deserialize, Serialize};
+
+/// A request for one group.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ClientRequest {
+    /// A write to a data shard.
+    Write(ShardCommand),
+    /// A linearizable read of a data shard.
+    Read(ShardQuery),
+    /// A write to the meta group.
+    Meta(MetaCommand),
+}
+
+/// The outcome of a [`ClientRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientResponse {
+    /// Result of a shard write (which may be a deterministic refusal).
+    Write(ShardResponse),
+    /// Result of a shard read.
+    Read(ShardReadResult),
+    /// Result of a meta write.
+    Meta(MetaResponse),
+}
+
+/// What a node answers when asked to run a request as leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ForwardResult {
+    /// It ran (or failed for a reason other than leadership).
+    Done(Result<ClientResponse, CoreError>),
+    /// This node does not lead the group; `hint` is the leader it knows of.
+    NotLeader {
+        /// The leader this node knows of.
+        hint: Option<NodeId>,
+    },
+}

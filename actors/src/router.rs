@@ -1,0 +1,273 @@
+//! Routes a request to its group's leader: runs it on the local actor when this node leads the
+//! group, otherwise forwards it to the leader's router.
+//!
+//! The leader comes from the local Raft's metrics when this node hosts the group, else from a
+//! hint learned from earlier answers, else from the group's replicas in the shard map. A stale
+//! target answers "not leader, try N"; the router follows such hints and retries while the
+//! group elects a leader, within a bounded budget. Writes whose outcome became unknown are not
+//! retried. In-flight work per shard is bounded by a semaphore (ractor mailboxes are not).
+
+use openraft::async_runtime::WatchReceiver;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use conclave_raft::command::{Command, Proposal, Response};
+use conclave_raft::error::CoreError;
+use conclave_raft::shard::query;
+use conclave_raft::storage::GroupKv;
+use conclave_raft::{GroupId, Groups, NodeId, TypeConfig, META_GROUP};
+use openraft::errors::ClientWriteError;
+use openraft::raft::ClientWriteResult;
+use openraft::ReadPolicy;
+use ractor::rpc::CallResult;
+use tokio::sync::Semaphore;
+
+use crate::entity_actor::{ActorRegistry, EntityMsg};
+use crate::forwarder::Forwarder;
+use crate::request::{ClientRequest, ClientResponse, ForwardResult};
+
+/// Router limits.
+#[derive(Debug, Clone)]
+pub struct RouterSettings {
+    /// How long a request may keep looking for a leader.
+    pub retry_budget: Duration,
+    /// Requests running at once per shard on its leader; more wait up to `queue_wait`.
+    pub max_inflight_per_shard: usize,
+    /// How long a request waits for an in-flight slot before it is refused as overloaded.
+    pub queue_wait: Duration,
+}
+
+impl Default for RouterSettings {
+    fn default() -> Self {
+        Self { retry_budget: Duration::from_secs(10), max_inflight_per_shard: 2048, queue_wait: Duration::from_secs(2) }
+    }
+}
+
+/// The node's request router.
+pub struct Router {
+    groups: Groups,
+    actors: ActorRegistry,
+    forwarder: Arc<dyn Forwarder>,
+    settings: RouterSettings,
+    hints: Mutex<HashMap<GroupId, NodeId>>,
+    inflight: Mutex<HashMap<GroupId, Arc<Semaphore>>>,
+}
+
+impl Router {
+    /// A router over this node's `groups`, reaching other nodes through `forwarder`.
+    pub fn new(groups: Groups, forwarder: Arc<dyn Forwarder>, settings: RouterSettings) -> Arc<Self> {
+        let router = Arc::new(Self {
+            groups,
+            actors: ActorRegistry::default(),
+            forwarder,
+            settings,
+            hints: Mutex::default(),
+            inflight: Mutex::default(),
+        });
+        let weak = Arc::downgrade(&router);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(router) = weak.upgrade() else { return };
+                let groups = router.groups.clone();
+                let stopped = router.actors.sweep(|g| groups.get(g).is_some_and(|r| r.is_leader()));
+                if stopped > 0 {
+                    tracing::debug!(stopped, live = router.actors.len(), "swept entity actors");
+                }
+            }
+        });
+        router
+    }
+
+    /// This node's groups.
+    pub fn groups(&self) -> &Groups {
+        &self.groups
+    }
+
+    /// Number of live entity actors on this node.
+    pub fn actor_count(&self) -> usize {
+        self.actors.len()
+    }
+
+    /// The data shard of `(ws, kind, name)`, or `None` before the cluster is bootstrapped.
+    pub fn shard_of(&self, ws: &str, kind: &str, name: &str) -> Option<GroupId> {
+        let count = self.groups.meta().read().expect("meta lock").shard_count;
+        (count > 0).then(|| crate::entity::shard_for(ws, kind, name, count))
+    }
+
+    /// The leader of `group` as this node knows it.
+    pub fn leader_of(&self, group: GroupId) -> Option<NodeId> {
+        if let Some(raft) = self.groups.get(group) {
+            if let Some(l) = raft.metrics().borrow_watched().current_leader {
+                return Some(l);
+            }
+        }
+        self.hints.lock().expect("hints lock").get(&group).copied()
+    }
+
+    /// Runs `req` on `group`'s leader, wherever it is.
+    pub async fn execute(&self, group: GroupId, req: ClientRequest) -> Result<ClientResponse, CoreError> {
+        let deadline = Instant::now() + self.settings.retry_budget;
+        let mut backoff = Duration::from_millis(20);
+        let mut last_error = String::from("no leader known");
+        for attempt in 0usize.. {
+            let target = self.pick_target(group, attempt);
+            let outcome = match target {
+                Some(id) if id == self.groups.node_id() => Ok(self.execute_local(group, &req).await),
+                Some(id) => match self.node_addr(id) {
+                    Some(addr) => self.forwarder.forward(&addr, group, &req).await,
+                    None => Err(format!("node {id} has no known address")),
+                },
+                None => Err("no replica known".to_string()),
+            };
+            match outcome {
+                Ok(ForwardResult::Done(result)) => {
+                    if let Some(t) = target {
+                        self.hints.lock().expect("hints lock").insert(group, t);
+                    }
+                    return result;
+                }
+                Ok(ForwardResult::NotLeader { hint }) => {
+                    last_error = format!("node {target:?} is not the leader of group {group}");
+                    let fresh = hint.is_some() && hint != target;
+                    let mut hints = self.hints.lock().expect("hints lock");
+                    match hint {
+                        Some(h) if fresh => {
+                            hints.insert(group, h);
+                        }
+                        _ => {
+                            hints.remove(&group);
+                        }
+                    }
+                    drop(hints);
+                    if fresh && attempt < 3 {
+                        continue;
+                    }
+                }
+                Err(e) => {
+                    last_error = e;
+                    self.hints.lock().expect("hints lock").remove(&group);
+                    // A write that may have reached its leader is not sent again.
+                    if !matches!(req, ClientRequest::Read(_)) && !is_connect_error(&last_error) {
+                        return Err(CoreError::unavailable(format!(
+                            "outcome unknown: the node handling group {group} failed: {last_error}"
+                        )));
+                    }
+                }
+            }
+            if Instant::now() + backoff > deadline {
+                break;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(400));
+        }
+        Err(CoreError::unavailable(format!("group {group} has no reachable leader: {last_error}")))
+    }
+
+    fn pick_target(&self, group: GroupId, attempt: usize) -> Option<NodeId> {
+        if let Some(l) = self.leader_of(group) {
+            return Some(l);
+        }
+        let meta = self.groups.meta().read().expect("meta lock");
+        let candidates: Vec<NodeId> = if group == META_GROUP {
+            meta.nodes.keys().copied().collect()
+        } else {
+            meta.shards.get(&group).map(|s| s.replicas.iter().copied().collect()).unwrap_or_default()
+        };
+        (!candidates.is_empty()).then(|| candidates[attempt % candidates.len()])
+    }
+
+    fn node_addr(&self, id: NodeId) -> Option<String> {
+        self.groups.meta().read().expect("meta lock").nodes.get(&id).map(|n| n.info.peer_addr.clone())
+    }
+
+    fn semaphore(&self, group: GroupId) -> Arc<Semaphore> {
+        self.inflight
+            .lock()
+            .expect("inflight lock")
+            .entry(group)
+            .or_insert_with(|| Arc::new(Semaphore::new(self.settings.max_inflight_per_shard)))
+            .clone()
+    }
+
+    /// Runs `req` here if this node leads `group`; otherwise says who does.
+    pub async fn execute_local(&self, group: GroupId, req: &ClientRequest) -> ForwardResult {
+        let me = self.groups.node_id();
+        let Some(raft) = self.groups.get(group) else {
+            return ForwardResult::NotLeader { hint: None };
+        };
+        let leader = raft.metrics().borrow_watched().current_leader;
+        if leader != Some(me) {
+            return ForwardResult::NotLeader { hint: leader };
+        }
+        let Ok(Ok(_permit)) = tokio::time::timeout(self.settings.queue_wait, self.semaphore(group).acquire_owned()).await
+        else {
+            return ForwardResult::Done(Err(CoreError::unavailable(format!("shard {group} is overloaded; retry"))));
+        };
+        match req {
+            ClientRequest::Write(cmd) => {
+                let (ws, kind, name) = cmd.entity();
+                let key = (group, ws.to_string(), kind, name.to_string());
+                let actor = match self.actors.get_or_spawn(key, &raft).await {
+                    Ok(a) => a,
+                    Err(e) => return ForwardResult::Done(Err(e)),
+                };
+                let cmd = cmd.clone();
+                let pending = match actor.call(|tx| EntityMsg::Propose(cmd, tx), Some(Duration::from_secs(5))).await {
+                    Ok(CallResult::Success(Ok(p))) => p,
+                    Ok(CallResult::Success(Err(e))) => return ForwardResult::Done(Err(e)),
+                    Ok(_) | Err(_) => {
+                        return ForwardResult::Done(Err(CoreError::unavailable("entity actor did not answer")))
+                    }
+                };
+                match pending.await {
+                    Ok(result) => map_write(result),
+                    Err(_) => ForwardResult::Done(Err(CoreError::unavailable(
+                        "outcome unknown: raft dropped the write before answering",
+                    ))),
+                }
+            }
+            ClientRequest::Meta(cmd) => map_write(raft.client_write(Proposal::now(Command::Meta(cmd.clone()))).await.map_err(|e| {
+                match e.into_api_error() {
+                    Some(api) => api,
+                    None => ClientWriteError::ForwardToLeader(openraft::errors::ForwardToLeader::empty()),
+                }
+            })),
+            ClientRequest::Read(q) => {
+                if let Err(e) = raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+                    let hint = e.forward_to_leader().and_then(|f| f.leader_id);
+                    return match hint {
+                        Some(h) if h != me => ForwardResult::NotLeader { hint: Some(h) },
+                        _ => ForwardResult::NotLeader { hint: None },
+                    };
+                }
+                let kv = GroupKv::new(self.groups.db(), group);
+                ForwardResult::Done(query(&kv, q).map(ClientResponse::Read))
+            }
+        }
+    }
+}
+
+fn map_write(result: ClientWriteResult<TypeConfig>) -> ForwardResult {
+    match result {
+        Ok(resp) => ForwardResult::Done(match resp.data {
+            Response::Shard(s) => Ok(ClientResponse::Write(s)),
+            Response::Meta(m) => Ok(ClientResponse::Meta(m)),
+            Response::None => Err(CoreError::internal("command reached the wrong kind of group")),
+        }),
+        Err(ClientWriteError::ForwardToLeader(f)) => ForwardResult::NotLeader { hint: f.leader_id },
+        Err(ClientWriteError::LogEntryDiscarded(_)) => ForwardResult::Done(Err(CoreError::unavailable(
+            "outcome unknown: leadership changed before the write committed",
+        ))),
+        Err(e) => ForwardResult::Done(Err(CoreError::internal(e.to_string()))),
+    }
+}
+
+/// Whether a transport error means the request never reached the peer.
+fn is_connect_error(msg: &str) -> bool {
+    let m = msg.to_ascii_lowercase();
+    m.contains("connect") || m.contains("refused") || m.contains("dns") || m.contains("no known address")
+        || m.contains("no replica known")
+}
