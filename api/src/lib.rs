@@ -1,1 +1,11 @@
-//! placeholder while the crate is written
+//! Conclave's client-facing HTTP API: REST under `/v1`, health and readiness, one JSON error
+//! shape. Handlers are thin: authenticate, validate, call the router.
+
+pub mod auth;
+pub mod error;
+pub mod routes;
+pub mod state;
+pub mod validate;
+
+pub use routes::app;
+pub use state::AppState;

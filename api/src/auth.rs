@@ -1,0 +1,65 @@
+//! API-key authentication: `Authorization: Bearer <secret>`; only the SHA-256 of a secret is
+//! stored, in the meta group, which every node holds, so a check never leaves the node.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use conclave_raft::meta::Scope;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The key's id.
+    pub key_id: String,
+    /// The workspace the key is scoped to.
+    pub workspace: String,
+    /// What the key may do.
+    pub scope: Scope,
+}
+
+impl Caller {
+    /// Refuses with 403 unless the key's scope is at least `needed`.
+    pub fn require(&self, needed: Scope) -> Result<(), ApiError> {
+        if self.scope >= needed {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!("this key's scope is {:?}; {:?} is required", self.scope, needed).to_lowercase()))
+        }
+    }
+}
+
+/// Hex SHA-256 of an API key secret.
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// A new random API key secret.
+pub fn new_secret() -> String {
+    let mut bytes = [0u8; 24];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("ck_{}", hex::encode(bytes))
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthorized("missing authorization header"))?;
+        let secret = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .ok_or_else(|| ApiError::unauthorized("authorization must be `Bearer <api key>`"))?;
+        let hash = hash_secret(secret.trim());
+        let meta = state.groups().meta().read().expect("meta lock");
+        let key = meta.key_by_hash(&hash).ok_or_else(|| ApiError::unauthorized("invalid or revoked api key"))?;
+        Ok(Caller { key_id: key.id.clone(), workspace: key.workspace.clone(), scope: key.scope })
+    }
+}

@@ -1,0 +1,49 @@
+//! `/v1/api-keys`: keys are random, shown once, stored as SHA-256 hashes in the meta group.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use conclave_actors::{ClientRequest, ClientResponse};
+use conclave_raft::meta::Scope;
+use conclave_raft::{MetaCommand, MetaResponse, META_GROUP};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{run, unexpected};
+use crate::auth::{hash_secret, new_secret, Caller};
+use crate::error::ApiResult;
+use crate::state::AppState;
+use crate::validate;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CreateBody {
+    name: String,
+    scope: Scope,
+}
+
+pub(super) async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Json<CreateBody>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require(Scope::Admin)?;
+    let Json(body) = body?;
+    validate::name("name", &body.name)?;
+    let secret = new_secret();
+    let cmd = MetaCommand::CreateApiKey {
+        name: body.name.clone(),
+        workspace: caller.workspace.clone(),
+        scope: body.scope,
+        hash: hash_secret(&secret),
+    };
+    match run(&state, META_GROUP, ClientRequest::Meta(cmd)).await? {
+        ClientResponse::Meta(MetaResponse::ApiKeyId(id)) => Ok((
+            StatusCode::CREATED,
+            Json(json!({"id": id, "name": body.name, "scope": body.scope, "workspace_id": caller.workspace, "key": secret})),
+        )),
+        ClientResponse::Meta(MetaResponse::Refused(e)) => Err(e.into()),
+        other => Err(unexpected(other)),
+    }
+}
