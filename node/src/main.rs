@@ -1,1 +1,22 @@
-fn main() {}
+//! The `conclave` binary: start a node (bootstrapping or joining a cluster), show cluster
+//! status, remove a node.
+
+mod cli;
+mod config;
+mod identity;
+mod node;
+mod peer_service;
+
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    // A panicking task must not leave a half-alive node: print the panic, then abort.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        std::process::abort();
+    }));
+    let cli = cli::Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(cli::run(cli))
+}

@@ -140,8 +140,6 @@ pub enum MetaCommand {
     },
     /// Admits a node (idempotent per peer address) and returns its id.
     AddNode { info: NodeInfo },
-    /// Updates a known node's addresses.
-    UpdateNode { id: NodeId, info: NodeInfo },
     /// Changes a node's lifecycle state.
     SetNodeState { id: NodeId, state: NodeState },
     /// Starts a move on a shard if its epoch is still `epoch` and no move is in progress.
@@ -197,13 +195,6 @@ impl MetaState {
                 self.nodes.insert(id, NodeRecord { id, info: info.clone(), state: NodeState::Active, joined_at: at_ms });
                 MetaResponse::NodeId(id)
             }
-            MetaCommand::UpdateNode { id, info } => match self.nodes.get_mut(id) {
-                Some(n) => {
-                    n.info = info.clone();
-                    MetaResponse::Ok
-                }
-                None => MetaResponse::Refused(CoreError::not_found(format!("node {id} not found"))),
-            },
             MetaCommand::SetNodeState { id, state } => match self.nodes.get_mut(id) {
                 Some(n) if n.state == NodeState::Removed => {
                     MetaResponse::Refused(CoreError::conflict(format!("node {id} was removed")))

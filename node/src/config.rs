@@ -1,0 +1,136 @@
+//! Node configuration: one serde struct, layered defaults → file → `CONCLAVE_*` env → flags,
+//! validated at start. `docs/conclave.example.toml` is a commented example.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Everything a node is configured with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Folder for the node's database, identity and credentials.
+    pub data_dir: PathBuf,
+    /// Client address (REST, and later WebSocket and MCP); port 0 picks a free port.
+    pub listen: String,
+    /// Peer gRPC address; port 0 picks a free port.
+    pub peer_listen: String,
+    /// Peer address other nodes use to reach this one; defaults to the bound `peer_listen`.
+    pub advertise: Option<String>,
+    /// A peer address of a running cluster to join; absent on the first node.
+    pub join: Option<String>,
+    /// Shared secret of the cluster's peer traffic; generated on the first node if absent.
+    pub cluster_secret: Option<String>,
+    /// Number of data shards, fixed when the cluster is bootstrapped.
+    pub shards: u64,
+    /// Raft heartbeat period, ms.
+    pub heartbeat_ms: u64,
+    /// Raft election timeout lower bound, ms.
+    pub election_min_ms: u64,
+    /// Raft election timeout upper bound, ms.
+    pub election_max_ms: u64,
+    /// A node silent this long has its replicas re-created elsewhere, seconds.
+    pub dead_node_timeout_secs: u64,
+    /// Largest request body accepted, bytes.
+    pub max_body_bytes: usize,
+    /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            listen: "127.0.0.1:7070".into(),
+            peer_listen: "127.0.0.1:7071".into(),
+            advertise: None,
+            join: None,
+            cluster_secret: None,
+            shards: 16,
+            heartbeat_ms: 200,
+            election_min_ms: 1000,
+            election_max_ms: 2000,
+            dead_node_timeout_secs: 30,
+            max_body_bytes: 1 << 20,
+            log: "info".into(),
+        }
+    }
+}
+
+/// Command-line overrides; only the flags given are applied.
+#[derive(Debug, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub join: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_secret: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shards: Option<u64>,
+}
+
+/// Fields settable through `CONCLAVE_*` variables (other `CONCLAVE_*` names belong to the CLI).
+const FIELDS: [&str; 13] = [
+    "data_dir",
+    "listen",
+    "peer_listen",
+    "advertise",
+    "join",
+    "cluster_secret",
+    "shards",
+    "heartbeat_ms",
+    "election_min_ms",
+    "election_max_ms",
+    "dead_node_timeout_secs",
+    "max_body_bytes",
+    "log",
+];
+
+impl Config {
+    /// Loads defaults, then `file` (if given), then `CONCLAVE_*` variables, then `flags`.
+    pub fn load(file: Option<&PathBuf>, flags: Overrides) -> anyhow::Result<Self> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(f) = file {
+            if !f.exists() {
+                bail!("config file {} does not exist", f.display());
+            }
+            fig = fig.merge(Toml::file(f));
+        }
+        let config: Config = fig
+            .merge(Env::prefixed("CONCLAVE_").only(&FIELDS))
+            .merge(Serialized::defaults(flags))
+            .extract()
+            .context("invalid configuration")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        for (name, v) in [("listen", &self.listen), ("peer_listen", &self.peer_listen)] {
+            v.parse::<SocketAddr>().with_context(|| format!("{name} must be HOST:PORT with a numeric host, got {v:?}"))?;
+        }
+        if !(1..=4096).contains(&self.shards) {
+            bail!("shards must be 1 to 4096");
+        }
+        if self.election_min_ms <= self.heartbeat_ms || self.election_max_ms <= self.election_min_ms {
+            bail!("timings must satisfy heartbeat_ms < election_min_ms < election_max_ms");
+        }
+        if let Some(s) = &self.cluster_secret {
+            if s.len() < 16 || !s.chars().all(|c| c.is_ascii_graphic()) {
+                bail!("cluster_secret must be at least 16 printable ascii characters");
+            }
+        }
+        Ok(())
+    }
+}
