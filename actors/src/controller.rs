@@ -38,7 +38,12 @@ pub struct ControllerSettings {
 
 impl Default for ControllerSettings {
     fn default() -> Self {
-        Self { tick: Duration::from_secs(1), dead_after: Duration::from_secs(30), max_moves: 2, max_transfers: 2 }
+        Self {
+            tick: Duration::from_secs(1),
+            dead_after: Duration::from_secs(30),
+            max_moves: 2,
+            max_transfers: 2,
+        }
     }
 }
 
@@ -46,43 +51,72 @@ impl Default for ControllerSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ShardAction {
     /// Add `add` as a voter (through learner catch-up) and/or remove `remove`.
-    ApplyMove { add: Option<(NodeId, NodeInfo)>, remove: Option<NodeId> },
+    ApplyMove {
+        add: Option<(NodeId, NodeInfo)>,
+        remove: Option<NodeId>,
+    },
     /// Hand leadership to `to`.
     TransferLeader { to: NodeId },
 }
 
 /// Runs `action` on `group`, which this node must lead. Idempotent.
-pub async fn run_shard_action(groups: &Groups, group: GroupId, action: ShardAction) -> Result<(), CoreError> {
-    let raft = groups.get(group).ok_or_else(|| CoreError::not_found(format!("group {group} is not hosted here")))?;
+pub async fn run_shard_action(
+    groups: &Groups,
+    group: GroupId,
+    action: ShardAction,
+) -> Result<(), CoreError> {
+    let raft = groups
+        .get(group)
+        .ok_or_else(|| CoreError::not_found(format!("group {group} is not hosted here")))?;
     if !raft.is_leader() {
-        return Err(CoreError::unavailable(format!("not the leader of group {group}")));
+        return Err(CoreError::unavailable(format!(
+            "not the leader of group {group}"
+        )));
     }
     let err = |e: String| CoreError::unavailable(e);
     match action {
         ShardAction::ApplyMove { add, remove } => {
-            let voters: BTreeSet<NodeId> = raft.metrics().borrow_watched().membership_config.membership().voter_ids().collect();
+            let voters: BTreeSet<NodeId> = raft
+                .metrics()
+                .borrow_watched()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .collect();
             if let Some((id, info)) = add {
                 if !voters.contains(&id) {
-                    raft.add_learner(id, info, true).await.map_err(|e| err(e.to_string()))?;
+                    raft.add_learner(id, info, true)
+                        .await
+                        .map_err(|e| err(e.to_string()))?;
                     raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
                         .await
                         .map_err(|e| err(e.to_string()))?;
                 }
             }
             if let Some(id) = remove {
-                let voters: BTreeSet<NodeId> =
-                    raft.metrics().borrow_watched().membership_config.membership().voter_ids().collect();
+                let voters: BTreeSet<NodeId> = raft
+                    .metrics()
+                    .borrow_watched()
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .collect();
                 if voters.contains(&id) {
-                    raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
-                        .await
-                        .map_err(|e| err(e.to_string()))?;
+                    raft.change_membership(
+                        ChangeMembers::RemoveVoters(BTreeSet::from([id])),
+                        false,
+                    )
+                    .await
+                    .map_err(|e| err(e.to_string()))?;
                 }
             }
             Ok(())
         }
-        ShardAction::TransferLeader { to } => {
-            raft.trigger().transfer_leader(to).await.map_err(|e| err(e.to_string()))
-        }
+        ShardAction::TransferLeader { to } => raft
+            .trigger()
+            .transfer_leader(to)
+            .await
+            .map_err(|e| err(e.to_string())),
     }
 }
 
@@ -96,7 +130,11 @@ pub struct Controller {
 impl Controller {
     /// A controller routing its meta writes through `router`.
     pub fn new(router: Arc<Router>, settings: ControllerSettings) -> Self {
-        Self { router, settings, last_seen: HashMap::new() }
+        Self {
+            router,
+            settings,
+            last_seen: HashMap::new(),
+        }
     }
 
     /// Runs control rounds until the task is dropped.
@@ -116,7 +154,9 @@ impl Controller {
     }
 
     async fn round(&mut self) -> Result<(), CoreError> {
-        let Some(meta_raft) = self.groups().get(META_GROUP) else { return Ok(()) };
+        let Some(meta_raft) = self.groups().get(META_GROUP) else {
+            return Ok(());
+        };
         if !meta_raft.is_leader() {
             self.last_seen.clear();
             return Ok(());
@@ -138,7 +178,11 @@ impl Controller {
         let alive: BTreeSet<NodeId> = meta
             .nodes
             .keys()
-            .filter(|id| self.last_seen.get(id).is_some_and(|t| now.duration_since(*t) < self.settings.dead_after))
+            .filter(|id| {
+                self.last_seen
+                    .get(id)
+                    .is_some_and(|t| now.duration_since(*t) < self.settings.dead_after)
+            })
             .copied()
             .collect();
 
@@ -147,7 +191,17 @@ impl Controller {
         let leaders = leaders(&reports);
         for (shard, rec) in &meta.shards {
             if let Some(m) = &rec.moving {
-                if let Err(e) = self.drive_move(&meta, *shard, rec.epoch, m.add, m.remove, leaders.get(shard)).await {
+                if let Err(e) = self
+                    .drive_move(
+                        &meta,
+                        *shard,
+                        rec.epoch,
+                        m.add,
+                        m.remove,
+                        leaders.get(shard),
+                    )
+                    .await
+                {
                     tracing::info!(shard, error = %e.message, "move not finished yet");
                 }
             }
@@ -157,21 +211,42 @@ impl Controller {
             nodes: meta
                 .nodes
                 .values()
-                .map(|n| (n.id, NodeHealth { state: n.state, alive: alive.contains(&n.id) }))
+                .map(|n| {
+                    (
+                        n.id,
+                        NodeHealth {
+                            state: n.state,
+                            alive: alive.contains(&n.id),
+                        },
+                    )
+                })
                 .collect(),
             shards: meta.shards.clone(),
             leaders: leaders.clone(),
         };
         for step in plan(&view, self.settings.max_moves, self.settings.max_transfers) {
             match step {
-                Step::Move { shard, epoch, add, remove } => {
+                Step::Move {
+                    shard,
+                    epoch,
+                    add,
+                    remove,
+                } => {
                     tracing::info!(shard, ?add, ?remove, "starting replica move");
-                    self.meta_write(MetaCommand::BeginMove { shard, epoch, add, remove }).await?;
+                    self.meta_write(MetaCommand::BeginMove {
+                        shard,
+                        epoch,
+                        add,
+                        remove,
+                    })
+                    .await?;
                 }
                 Step::TransferLeader { shard, to } => {
                     if let Some(leader) = leaders.get(&shard) {
                         tracing::info!(shard, from = leader, to, "transferring leadership");
-                        let _ = self.shard_action(&meta, *leader, shard, ShardAction::TransferLeader { to }).await;
+                        let _ = self
+                            .shard_action(&meta, *leader, shard, ShardAction::TransferLeader { to })
+                            .await;
                     }
                 }
             }
@@ -181,7 +256,10 @@ impl Controller {
     }
 
     async fn meta_write(&self, cmd: MetaCommand) -> Result<(), CoreError> {
-        self.router.execute(META_GROUP, ClientRequest::Meta(cmd)).await.map(|_| ())
+        self.router
+            .execute(META_GROUP, ClientRequest::Meta(cmd))
+            .await
+            .map(|_| ())
     }
 
     async fn drive_move(
@@ -193,45 +271,96 @@ impl Controller {
         remove: Option<NodeId>,
         leader: Option<&NodeId>,
     ) -> Result<(), CoreError> {
-        let leader = *leader.ok_or_else(|| CoreError::unavailable(format!("shard {shard} has no leader")))?;
+        let leader = *leader
+            .ok_or_else(|| CoreError::unavailable(format!("shard {shard} has no leader")))?;
         let add = match add {
-            Some(id) => Some((id, meta.nodes.get(&id).map(|n| n.info.clone()).ok_or_else(|| CoreError::not_found("node"))?)),
+            Some(id) => Some((
+                id,
+                meta.nodes
+                    .get(&id)
+                    .map(|n| n.info.clone())
+                    .ok_or_else(|| CoreError::not_found("node"))?,
+            )),
             None => None,
         };
-        self.shard_action(meta, leader, shard, ShardAction::ApplyMove { add, remove }).await?;
-        self.meta_write(MetaCommand::FinishMove { shard, epoch }).await?;
+        self.shard_action(meta, leader, shard, ShardAction::ApplyMove { add, remove })
+            .await?;
+        self.meta_write(MetaCommand::FinishMove { shard, epoch })
+            .await?;
         tracing::info!(shard, "replica move finished");
         Ok(())
     }
 
-    async fn shard_action(&self, meta: &MetaState, leader: NodeId, shard: GroupId, action: ShardAction) -> Result<(), CoreError> {
+    async fn shard_action(
+        &self,
+        meta: &MetaState,
+        leader: NodeId,
+        shard: GroupId,
+        action: ShardAction,
+    ) -> Result<(), CoreError> {
         if leader == self.groups().node_id() {
             return run_shard_action(self.groups(), shard, action).await;
         }
-        let addr = meta.nodes.get(&leader).map(|n| n.info.peer_addr.clone()).ok_or_else(|| CoreError::not_found("leader address"))?;
-        let mut client = self.groups().peers().client(&addr).map_err(|e| CoreError::unavailable(e.to_string()))?;
-        let req = ShardAdminRequest { group: shard, action: encode(&action) };
+        let addr = meta
+            .nodes
+            .get(&leader)
+            .map(|n| n.info.peer_addr.clone())
+            .ok_or_else(|| CoreError::not_found("leader address"))?;
+        let mut client = self
+            .groups()
+            .peers()
+            .client(&addr)
+            .map_err(|e| CoreError::unavailable(e.to_string()))?;
+        let req = ShardAdminRequest {
+            group: shard,
+            action: encode(&action),
+        };
         let reply = tokio::time::timeout(Duration::from_secs(30), client.shard_admin(req))
             .await
             .map_err(|_| CoreError::unavailable("shard admin timed out"))?
             .map_err(|s| CoreError::unavailable(s.to_string()))?;
-        decode::<Result<(), CoreError>>(&reply.into_inner().result).map_err(|e| CoreError::internal(e.to_string()))?
+        decode::<Result<(), CoreError>>(&reply.into_inner().result)
+            .map_err(|e| CoreError::internal(e.to_string()))?
     }
 
     /// Voters: up to three eligible nodes, current ones first; every other node a learner.
-    async fn reconcile_meta_membership(&self, meta: &MetaState, alive: &BTreeSet<NodeId>) -> Result<(), CoreError> {
-        let Some(raft) = self.groups().get(META_GROUP) else { return Ok(()) };
-        let membership = raft.metrics().borrow_watched().membership_config.membership().clone();
+    async fn reconcile_meta_membership(
+        &self,
+        meta: &MetaState,
+        alive: &BTreeSet<NodeId>,
+    ) -> Result<(), CoreError> {
+        let Some(raft) = self.groups().get(META_GROUP) else {
+            return Ok(());
+        };
+        let membership = raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .clone();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let members: BTreeSet<NodeId> = membership.nodes().map(|(id, _)| *id).collect();
         let err = |e: String| CoreError::unavailable(e);
 
-        for n in meta.nodes.values().filter(|n| n.state != NodeState::Removed && !members.contains(&n.id)) {
+        for n in meta
+            .nodes
+            .values()
+            .filter(|n| n.state != NodeState::Removed && !members.contains(&n.id))
+        {
             tracing::info!(node = n.id, "adding node to the meta group as a learner");
-            raft.add_learner(n.id, n.info.clone(), false).await.map_err(|e| err(e.to_string()))?;
+            raft.add_learner(n.id, n.info.clone(), false)
+                .await
+                .map_err(|e| err(e.to_string()))?;
         }
-        let eligible = |id: &NodeId| alive.contains(id) && meta.nodes.get(id).is_some_and(|n| n.state == NodeState::Active);
-        let mut desired: BTreeSet<NodeId> = voters.iter().filter(|v| eligible(v)).copied().collect();
+        let eligible = |id: &NodeId| {
+            alive.contains(id)
+                && meta
+                    .nodes
+                    .get(id)
+                    .is_some_and(|n| n.state == NodeState::Active)
+        };
+        let mut desired: BTreeSet<NodeId> =
+            voters.iter().filter(|v| eligible(v)).copied().collect();
         for id in members.iter().filter(|id| eligible(id)) {
             if desired.len() >= 3 {
                 break;
@@ -243,30 +372,52 @@ impl Controller {
             if desired.len() >= 3 {
                 break;
             }
-            if meta.nodes.get(v).is_some_and(|n| n.state == NodeState::Active) {
+            if meta
+                .nodes
+                .get(v)
+                .is_some_and(|n| n.state == NodeState::Active)
+            {
                 desired.insert(*v);
             }
         }
         if !desired.is_empty() && desired != voters && desired.iter().all(|d| members.contains(d)) {
             tracing::info!(?voters, ?desired, "changing meta voters");
-            raft.change_membership(ChangeMembers::ReplaceAllVoters(desired), true).await.map_err(|e| err(e.to_string()))?;
+            raft.change_membership(ChangeMembers::ReplaceAllVoters(desired), true)
+                .await
+                .map_err(|e| err(e.to_string()))?;
         }
         Ok(())
     }
 
     /// Marks drained nodes removed and drops them from the meta group.
     async fn retire_drained(&self, meta: &MetaState) -> Result<(), CoreError> {
-        let Some(raft) = self.groups().get(META_GROUP) else { return Ok(()) };
-        for n in meta.nodes.values().filter(|n| n.state == NodeState::Draining) {
+        let Some(raft) = self.groups().get(META_GROUP) else {
+            return Ok(());
+        };
+        for n in meta
+            .nodes
+            .values()
+            .filter(|n| n.state == NodeState::Draining)
+        {
             if meta.shards.values().any(|s| s.hosts(n.id)) {
                 continue;
             }
-            let voters: BTreeSet<NodeId> = raft.metrics().borrow_watched().membership_config.membership().voter_ids().collect();
+            let voters: BTreeSet<NodeId> = raft
+                .metrics()
+                .borrow_watched()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .collect();
             if voters.contains(&n.id) {
                 continue;
             }
             tracing::info!(node = n.id, "node drained; removing it");
-            self.meta_write(MetaCommand::SetNodeState { id: n.id, state: NodeState::Removed }).await?;
+            self.meta_write(MetaCommand::SetNodeState {
+                id: n.id,
+                state: NodeState::Removed,
+            })
+            .await?;
             raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([n.id])), false)
                 .await
                 .map_err(|e| CoreError::unavailable(e.to_string()))?;
@@ -279,7 +430,11 @@ impl Controller {
 fn leaders(reports: &BTreeMap<NodeId, LocalStatus>) -> BTreeMap<GroupId, NodeId> {
     let mut best: BTreeMap<GroupId, (u64, NodeId)> = BTreeMap::new();
     for r in reports.values() {
-        for g in r.groups.iter().filter(|g| g.leader == Some(r.node_id) && g.group != META_GROUP) {
+        for g in r
+            .groups
+            .iter()
+            .filter(|g| g.leader == Some(r.node_id) && g.group != META_GROUP)
+        {
             let e = best.entry(g.group).or_insert((g.term, r.node_id));
             if g.term > e.0 {
                 *e = (g.term, r.node_id);

@@ -25,7 +25,10 @@ mod tests {
     #[test]
     fn placement_is_stable_and_spreads() {
         // Pinned values: a change here would move every stored entity.
-        assert_eq!(shard_for("default", "topic", "alerts", 16), shard_for("default", "topic", "alerts", 16));
+        assert_eq!(
+            shard_for("default", "topic", "alerts", 16),
+            shard_for("default", "topic", "alerts", 16)
+        );
         let pinned = shard_for("default", "context", "k1", 16);
         assert!((1..=16).contains(&pinned));
         let mut seen = std::collections::BTreeSet::new();
@@ -33,6 +36,9 @@ mod tests {
             seen.insert(shard_for("w", "context", &format!("key-{i}"), 16));
         }
         assert_eq!(seen.len(), 16, "200 keys should touch all 16 shards");
-        assert_ne!(shard_for("a", "topic", "x", 1 << 30), shard_for("b", "topic", "x", 1 << 30));
+        assert_ne!(
+            shard_for("a", "topic", "x", 1 << 30),
+            shard_for("b", "topic", "x", 1 << 30)
+        );
     }
 }

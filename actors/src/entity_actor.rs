@@ -46,7 +46,11 @@ impl Actor for EntityActor {
     type State = EntityState;
     type Arguments = Raft;
 
-    async fn pre_start(&self, _myself: ActorRef<EntityMsg>, raft: Raft) -> Result<EntityState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<EntityMsg>,
+        raft: Raft,
+    ) -> Result<EntityState, ActorProcessingErr> {
         Ok(EntityState { raft })
     }
 
@@ -85,7 +89,11 @@ pub struct ActorRegistry {
 
 impl ActorRegistry {
     /// The actor of `key`, spawned on first use with the shard's `raft`.
-    pub async fn get_or_spawn(&self, key: EntityKey, raft: &Raft) -> Result<ActorRef<EntityMsg>, CoreError> {
+    pub async fn get_or_spawn(
+        &self,
+        key: EntityKey,
+        raft: &Raft,
+    ) -> Result<ActorRef<EntityMsg>, CoreError> {
         if let Some(e) = self.actors.lock().expect("actors lock").get_mut(&key) {
             e.last_used = Instant::now();
             return Ok(e.actor.clone());
@@ -95,7 +103,10 @@ impl ActorRegistry {
             .map_err(|e| CoreError::internal(format!("spawning entity actor failed: {e}")))?;
         let mut actors = self.actors.lock().expect("actors lock");
         // Another request may have spawned one meanwhile; keep the first.
-        let entry = actors.entry(key).or_insert(Entry { actor: actor.clone(), last_used: Instant::now() });
+        let entry = actors.entry(key).or_insert(Entry {
+            actor: actor.clone(),
+            last_used: Instant::now(),
+        });
         if entry.actor.get_id() != actor.get_id() {
             actor.stop(None);
         }

@@ -41,7 +41,10 @@ impl Forwarder for GrpcForwarder {
         Box::pin(async move {
             let mut client = self.peers.client(addr).map_err(|e| e.to_string())?;
             let reply = client
-                .forward(ForwardRequest { shard: group, request: encode(req) })
+                .forward(ForwardRequest {
+                    shard: group,
+                    request: encode(req),
+                })
                 .await
                 .map_err(|s| s.to_string())?
                 .into_inner();

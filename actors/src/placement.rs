@@ -39,7 +39,12 @@ pub struct View {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// Start moving a replica of `shard` (compare-and-set on `epoch`).
-    Move { shard: GroupId, epoch: u64, add: Option<NodeId>, remove: Option<NodeId> },
+    Move {
+        shard: GroupId,
+        epoch: u64,
+        add: Option<NodeId>,
+        remove: Option<NodeId>,
+    },
     /// Move `shard`'s leadership to `to`.
     TransferLeader { shard: GroupId, to: NodeId },
 }
@@ -47,7 +52,11 @@ pub enum Step {
 impl View {
     /// Nodes that may hold replicas: active and alive.
     pub fn eligible(&self) -> BTreeSet<NodeId> {
-        self.nodes.iter().filter(|(_, h)| h.state == NodeState::Active && h.alive).map(|(id, _)| *id).collect()
+        self.nodes
+            .iter()
+            .filter(|(_, h)| h.state == NodeState::Active && h.alive)
+            .map(|(id, _)| *id)
+            .collect()
     }
 }
 
@@ -61,14 +70,19 @@ pub fn plan(view: &View, max_moves: usize, max_transfers: usize) -> Vec<Step> {
     }
     let mut load: BTreeMap<NodeId, usize> = eligible.iter().map(|n| (*n, 0)).collect();
     for s in view.shards.values() {
-        for n in s.replicas.iter().chain(s.moving.iter().filter_map(|m| m.add.as_ref())) {
+        for n in s
+            .replicas
+            .iter()
+            .chain(s.moving.iter().filter_map(|m| m.add.as_ref()))
+        {
             if let Some(l) = load.get_mut(n) {
                 *l += 1;
             }
         }
     }
     let mut steps = Vec::new();
-    let mut budget = max_moves.saturating_sub(view.shards.values().filter(|s| s.moving.is_some()).count());
+    let mut budget =
+        max_moves.saturating_sub(view.shards.values().filter(|s| s.moving.is_some()).count());
     for (shard, s) in &view.shards {
         if budget == 0 {
             break;
@@ -76,9 +90,20 @@ pub fn plan(view: &View, max_moves: usize, max_transfers: usize) -> Vec<Step> {
         if s.moving.is_some() {
             continue;
         }
-        let bad: Vec<NodeId> = s.replicas.iter().filter(|n| !eligible.contains(n)).copied().collect();
+        let bad: Vec<NodeId> = s
+            .replicas
+            .iter()
+            .filter(|n| !eligible.contains(n))
+            .copied()
+            .collect();
         let good = s.replicas.len() - bad.len();
-        if good * 2 <= s.replicas.len() {
+        // Draining nodes still vote: quorum counts every live replica.
+        let live = s
+            .replicas
+            .iter()
+            .filter(|n| view.nodes.get(*n).is_some_and(|h| h.alive))
+            .count();
+        if live * 2 <= s.replicas.len() {
             continue;
         }
         let candidate = load
@@ -86,7 +111,12 @@ pub fn plan(view: &View, max_moves: usize, max_transfers: usize) -> Vec<Step> {
             .filter(|(n, _)| !s.replicas.contains(n))
             .min_by_key(|(n, l)| (**l, **n))
             .map(|(n, _)| *n);
-        let most_loaded = s.replicas.iter().filter(|n| load.contains_key(n)).max_by_key(|n| (load[n], **n)).copied();
+        let most_loaded = s
+            .replicas
+            .iter()
+            .filter(|n| load.contains_key(n))
+            .max_by_key(|n| (load[n], **n))
+            .copied();
         let (add, remove) = if let Some(b) = bad.first() {
             (candidate.filter(|_| good < desired), Some(*b))
         } else if s.replicas.len() < desired && candidate.is_some() {
@@ -107,7 +137,12 @@ pub fn plan(view: &View, max_moves: usize, max_transfers: usize) -> Vec<Step> {
                 *l -= 1;
             }
         }
-        steps.push(Step::Move { shard: *shard, epoch: s.epoch, add, remove });
+        steps.push(Step::Move {
+            shard: *shard,
+            epoch: s.epoch,
+            add,
+            remove,
+        });
         budget -= 1;
     }
 
@@ -123,7 +158,9 @@ pub fn plan(view: &View, max_moves: usize, max_transfers: usize) -> Vec<Step> {
         if transfers >= max_transfers {
             break;
         }
-        let Some(s) = view.shards.get(shard) else { continue };
+        let Some(s) = view.shards.get(shard) else {
+            continue;
+        };
         if s.moving.is_some() || !leads.contains_key(leader) {
             continue;
         }
@@ -153,11 +190,31 @@ mod tests {
 
     fn view(nodes: &[(NodeId, NodeState, bool)], shards: &[&[NodeId]]) -> View {
         View {
-            nodes: nodes.iter().map(|(id, state, alive)| (*id, NodeHealth { state: *state, alive: *alive })).collect(),
+            nodes: nodes
+                .iter()
+                .map(|(id, state, alive)| {
+                    (
+                        *id,
+                        NodeHealth {
+                            state: *state,
+                            alive: *alive,
+                        },
+                    )
+                })
+                .collect(),
             shards: shards
                 .iter()
                 .enumerate()
-                .map(|(i, r)| (i as GroupId + 1, ShardRecord { replicas: r.iter().copied().collect(), epoch: 1, moving: None }))
+                .map(|(i, r)| {
+                    (
+                        i as GroupId + 1,
+                        ShardRecord {
+                            replicas: r.iter().copied().collect(),
+                            epoch: 1,
+                            moving: None,
+                        },
+                    )
+                })
                 .collect(),
             leaders: BTreeMap::new(),
         }
@@ -166,12 +223,18 @@ mod tests {
     /// Applies moves as if they completed, like the controller eventually does.
     fn settle(v: &mut View, max_rounds: usize) -> usize {
         for round in 0..max_rounds {
-            let steps: Vec<_> = plan(v, 4, 0).into_iter().filter(|s| matches!(s, Step::Move { .. })).collect();
+            let steps: Vec<_> = plan(v, 4, 0)
+                .into_iter()
+                .filter(|s| matches!(s, Step::Move { .. }))
+                .collect();
             if steps.is_empty() {
                 return round;
             }
             for step in steps {
-                if let Step::Move { shard, add, remove, .. } = step {
+                if let Step::Move {
+                    shard, add, remove, ..
+                } = step
+                {
                     let s = v.shards.get_mut(&shard).unwrap();
                     s.moving = Some(ShardMove { add, remove });
                     let m = s.moving.take().unwrap();
@@ -190,16 +253,29 @@ mod tests {
 
     #[test]
     fn grows_to_three_replicas_as_nodes_join() {
-        let mut v = view(&[(1, A, true), (2, A, true), (3, A, true)], &[&[1], &[1], &[1], &[1]]);
+        let mut v = view(
+            &[(1, A, true), (2, A, true), (3, A, true)],
+            &[&[1], &[1], &[1], &[1]],
+        );
         settle(&mut v, 20);
-        assert!(v.shards.values().all(|s| s.replicas == BTreeSet::from([1, 2, 3])));
+        assert!(v
+            .shards
+            .values()
+            .all(|s| s.replicas == BTreeSet::from([1, 2, 3])));
     }
 
     #[test]
     fn a_fourth_node_takes_an_even_share() {
-        let mut v = view(&[(1, A, true), (2, A, true), (3, A, true), (4, A, true)], &[&[1, 2, 3]; 8]);
+        let mut v = view(
+            &[(1, A, true), (2, A, true), (3, A, true), (4, A, true)],
+            &[&[1u64, 2, 3][..]; 8],
+        );
         settle(&mut v, 30);
-        let on4 = v.shards.values().filter(|s| s.replicas.contains(&4)).count();
+        let on4 = v
+            .shards
+            .values()
+            .filter(|s| s.replicas.contains(&4))
+            .count();
         assert_eq!(on4, 6, "24 replicas over 4 nodes is 6 each");
         assert!(v.shards.values().all(|s| s.replicas.len() == 3));
     }
@@ -207,7 +283,13 @@ mod tests {
     #[test]
     fn draining_or_dead_nodes_lose_their_replicas_without_dropping_quorum() {
         let mut v = view(
-            &[(1, A, true), (2, A, true), (3, NodeState::Draining, true), (4, A, false), (5, A, true)],
+            &[
+                (1, A, true),
+                (2, A, true),
+                (3, NodeState::Draining, true),
+                (4, A, false),
+                (5, A, true),
+            ],
             &[&[1, 2, 3], &[2, 3, 4], &[1, 4, 5]],
         );
         settle(&mut v, 30);
@@ -216,13 +298,19 @@ mod tests {
             assert!(!s.replicas.contains(&3) && !s.replicas.contains(&4));
         }
         // A shard with a majority of dead replicas cannot move.
-        let v = view(&[(1, A, true), (2, A, false), (3, A, false), (4, A, true)], &[&[1, 2, 3]]);
+        let v = view(
+            &[(1, A, true), (2, A, false), (3, A, false), (4, A, true)],
+            &[&[1, 2, 3]],
+        );
         assert!(plan(&v, 4, 0).is_empty());
     }
 
     #[test]
     fn leadership_spreads_over_replicas() {
-        let mut v = view(&[(1, A, true), (2, A, true), (3, A, true)], &[&[1, 2, 3]; 6]);
+        let mut v = view(
+            &[(1, A, true), (2, A, true), (3, A, true)],
+            &[&[1u64, 2, 3][..]; 6],
+        );
         v.leaders = (1..=6).map(|s| (s, 1)).collect();
         let transfers = plan(&v, 0, 10);
         assert_eq!(transfers.len(), 4, "{transfers:?}");

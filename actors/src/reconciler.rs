@@ -39,8 +39,16 @@ pub async fn reconcile(groups: &Groups) {
         if shard == META_GROUP || wanted.contains(&shard) || !meta.shards.contains_key(&shard) {
             continue;
         }
-        let Some(raft) = groups.get(shard) else { continue };
-        let still_member = raft.metrics().borrow_watched().membership_config.membership().nodes().any(|(id, _)| *id == me);
+        let Some(raft) = groups.get(shard) else {
+            continue;
+        };
+        let still_member = raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .nodes()
+            .any(|(id, _)| *id == me);
         if !still_member {
             if let Err(e) = groups.remove(shard).await {
                 tracing::error!(shard, error = %e, "could not remove shard group");

@@ -1,7 +1,9 @@
 //! What the router carries between nodes: a client's request for one group and its outcome.
 
 use conclave_raft::error::CoreError;
-use conclave_raft::{MetaCommand, MetaResponse, NodeId, ShardCommand, ShardQuery, ShardReadResult, ShardResponse};
+use conclave_raft::{
+    MetaCommand, MetaResponse, NodeId, ShardCommand, ShardQuery, ShardReadResult, ShardResponse,
+};
 use serde::{Deserialize, Serialize};
 
 /// A request for one group.

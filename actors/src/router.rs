@@ -40,7 +40,11 @@ pub struct RouterSettings {
 
 impl Default for RouterSettings {
     fn default() -> Self {
-        Self { retry_budget: Duration::from_secs(10), max_inflight_per_shard: 2048, queue_wait: Duration::from_secs(2) }
+        Self {
+            retry_budget: Duration::from_secs(10),
+            max_inflight_per_shard: 2048,
+            queue_wait: Duration::from_secs(2),
+        }
     }
 }
 
@@ -56,7 +60,11 @@ pub struct Router {
 
 impl Router {
     /// A router over this node's `groups`, reaching other nodes through `forwarder`.
-    pub fn new(groups: Groups, forwarder: Arc<dyn Forwarder>, settings: RouterSettings) -> Arc<Self> {
+    pub fn new(
+        groups: Groups,
+        forwarder: Arc<dyn Forwarder>,
+        settings: RouterSettings,
+    ) -> Arc<Self> {
         let router = Arc::new(Self {
             groups,
             actors: ActorRegistry::default(),
@@ -72,7 +80,9 @@ impl Router {
                 tick.tick().await;
                 let Some(router) = weak.upgrade() else { return };
                 let groups = router.groups.clone();
-                let stopped = router.actors.sweep(|g| groups.get(g).is_some_and(|r| r.is_leader()));
+                let stopped = router
+                    .actors
+                    .sweep(|g| groups.get(g).is_some_and(|r| r.is_leader()));
                 if stopped > 0 {
                     tracing::debug!(stopped, live = router.actors.len(), "swept entity actors");
                 }
@@ -108,14 +118,20 @@ impl Router {
     }
 
     /// Runs `req` on `group`'s leader, wherever it is.
-    pub async fn execute(&self, group: GroupId, req: ClientRequest) -> Result<ClientResponse, CoreError> {
+    pub async fn execute(
+        &self,
+        group: GroupId,
+        req: ClientRequest,
+    ) -> Result<ClientResponse, CoreError> {
         let deadline = Instant::now() + self.settings.retry_budget;
         let mut backoff = Duration::from_millis(20);
         let mut last_error = String::from("no leader known");
         for attempt in 0usize.. {
             let target = self.pick_target(group, attempt);
             let outcome = match target {
-                Some(id) if id == self.groups.node_id() => Ok(self.execute_local(group, &req).await),
+                Some(id) if id == self.groups.node_id() => {
+                    Ok(self.execute_local(group, &req).await)
+                }
                 Some(id) => match self.node_addr(id) {
                     Some(addr) => self.forwarder.forward(&addr, group, &req).await,
                     None => Err(format!("node {id} has no known address")),
@@ -163,7 +179,9 @@ impl Router {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_millis(400));
         }
-        Err(CoreError::unavailable(format!("group {group} has no reachable leader: {last_error}")))
+        Err(CoreError::unavailable(format!(
+            "group {group} has no reachable leader: {last_error}"
+        )))
     }
 
     fn pick_target(&self, group: GroupId, attempt: usize) -> Option<NodeId> {
@@ -174,13 +192,22 @@ impl Router {
         let candidates: Vec<NodeId> = if group == META_GROUP {
             meta.nodes.keys().copied().collect()
         } else {
-            meta.shards.get(&group).map(|s| s.replicas.iter().copied().collect()).unwrap_or_default()
+            meta.shards
+                .get(&group)
+                .map(|s| s.replicas.iter().copied().collect())
+                .unwrap_or_default()
         };
         (!candidates.is_empty()).then(|| candidates[attempt % candidates.len()])
     }
 
     fn node_addr(&self, id: NodeId) -> Option<String> {
-        self.groups.meta().read().expect("meta lock").nodes.get(&id).map(|n| n.info.peer_addr.clone())
+        self.groups
+            .meta()
+            .read()
+            .expect("meta lock")
+            .nodes
+            .get(&id)
+            .map(|n| n.info.peer_addr.clone())
     }
 
     fn semaphore(&self, group: GroupId) -> Arc<Semaphore> {
@@ -202,9 +229,15 @@ impl Router {
         if leader != Some(me) {
             return ForwardResult::NotLeader { hint: leader };
         }
-        let Ok(Ok(_permit)) = tokio::time::timeout(self.settings.queue_wait, self.semaphore(group).acquire_owned()).await
+        let Ok(Ok(_permit)) = tokio::time::timeout(
+            self.settings.queue_wait,
+            self.semaphore(group).acquire_owned(),
+        )
+        .await
         else {
-            return ForwardResult::Done(Err(CoreError::unavailable(format!("shard {group} is overloaded; retry"))));
+            return ForwardResult::Done(Err(CoreError::unavailable(format!(
+                "shard {group} is overloaded; retry"
+            ))));
         };
         match req {
             ClientRequest::Write(cmd) => {
@@ -215,11 +248,19 @@ impl Router {
                     Err(e) => return ForwardResult::Done(Err(e)),
                 };
                 let cmd = cmd.clone();
-                let pending = match actor.call(|tx| EntityMsg::Propose(cmd, tx), Some(Duration::from_secs(5))).await {
+                let pending = match actor
+                    .call(
+                        |tx| EntityMsg::Propose(cmd, tx),
+                        Some(Duration::from_secs(5)),
+                    )
+                    .await
+                {
                     Ok(CallResult::Success(Ok(p))) => p,
                     Ok(CallResult::Success(Err(e))) => return ForwardResult::Done(Err(e)),
                     Ok(_) | Err(_) => {
-                        return ForwardResult::Done(Err(CoreError::unavailable("entity actor did not answer")))
+                        return ForwardResult::Done(Err(CoreError::unavailable(
+                            "entity actor did not answer",
+                        )))
                     }
                 };
                 match pending.await {
@@ -229,12 +270,16 @@ impl Router {
                     ))),
                 }
             }
-            ClientRequest::Meta(cmd) => map_write(raft.client_write(Proposal::now(Command::Meta(cmd.clone()))).await.map_err(|e| {
-                match e.into_api_error() {
-                    Some(api) => api,
-                    None => ClientWriteError::ForwardToLeader(openraft::errors::ForwardToLeader::empty()),
-                }
-            })),
+            ClientRequest::Meta(cmd) => map_write(
+                raft.client_write(Proposal::now(Command::Meta(cmd.clone())))
+                    .await
+                    .map_err(|e| match e.into_api_error() {
+                        Some(api) => api,
+                        None => ClientWriteError::ForwardToLeader(
+                            openraft::errors::ForwardToLeader::empty(),
+                        ),
+                    }),
+            ),
             ClientRequest::Read(q) => {
                 if let Err(e) = raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
                     let hint = e.forward_to_leader().and_then(|f| f.leader_id);
@@ -255,12 +300,16 @@ fn map_write(result: ClientWriteResult<TypeConfig>) -> ForwardResult {
         Ok(resp) => ForwardResult::Done(match resp.data {
             Response::Shard(s) => Ok(ClientResponse::Write(s)),
             Response::Meta(m) => Ok(ClientResponse::Meta(m)),
-            Response::None => Err(CoreError::internal("command reached the wrong kind of group")),
+            Response::None => Err(CoreError::internal(
+                "command reached the wrong kind of group",
+            )),
         }),
         Err(ClientWriteError::ForwardToLeader(f)) => ForwardResult::NotLeader { hint: f.leader_id },
-        Err(ClientWriteError::LogEntryDiscarded(_)) => ForwardResult::Done(Err(CoreError::unavailable(
-            "outcome unknown: leadership changed before the write committed",
-        ))),
+        Err(ClientWriteError::LogEntryDiscarded(_)) => {
+            ForwardResult::Done(Err(CoreError::unavailable(
+                "outcome unknown: leadership changed before the write committed",
+            )))
+        }
         Err(e) => ForwardResult::Done(Err(CoreError::internal(e.to_string()))),
     }
 }
@@ -268,6 +317,9 @@ fn map_write(result: ClientWriteResult<TypeConfig>) -> ForwardResult {
 /// Whether a transport error means the request never reached the peer.
 fn is_connect_error(msg: &str) -> bool {
     let m = msg.to_ascii_lowercase();
-    m.contains("connect") || m.contains("refused") || m.contains("dns") || m.contains("no known address")
+    m.contains("connect")
+        || m.contains("refused")
+        || m.contains("dns")
+        || m.contains("no known address")
         || m.contains("no replica known")
 }

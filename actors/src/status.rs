@@ -58,28 +58,48 @@ pub fn local_status(groups: &Groups) -> LocalStatus {
             matched: m
                 .replication
                 .as_ref()
-                .map(|r| r.iter().map(|(id, l)| (*id, l.as_ref().map_or(0, |l| l.index()))).collect())
+                .map(|r| {
+                    r.iter()
+                        .map(|(id, l)| (*id, l.as_ref().map_or(0, |l| l.index())))
+                        .collect()
+                })
                 .unwrap_or_default(),
         });
     }
-    LocalStatus { node_id: groups.node_id(), groups: out }
+    LocalStatus {
+        node_id: groups.node_id(),
+        groups: out,
+    }
 }
 
 /// Asks every known node for its report, `timeout` each, in parallel. Unreachable nodes are
 /// missing from the result.
 pub async fn gather(groups: &Groups, timeout: Duration) -> BTreeMap<NodeId, LocalStatus> {
     let me = groups.node_id();
-    let nodes: Vec<(NodeId, String)> =
-        groups.meta_snapshot().nodes.values().map(|n| (n.id, n.info.peer_addr.clone())).collect();
+    let nodes: Vec<(NodeId, String)> = groups
+        .meta_snapshot()
+        .nodes
+        .values()
+        .map(|n| (n.id, n.info.peer_addr.clone()))
+        .collect();
     let calls = nodes.into_iter().map(|(id, addr)| async move {
         if id == me {
             return Some((id, local_status(groups)));
         }
         let mut client = groups.peers().client(&addr).ok()?;
-        let reply = tokio::time::timeout(timeout, client.local_status(LocalStatusRequest {})).await.ok()?.ok()?;
-        decode::<LocalStatus>(&reply.into_inner().status).ok().map(|s| (id, s))
+        let reply = tokio::time::timeout(timeout, client.local_status(LocalStatusRequest {}))
+            .await
+            .ok()?
+            .ok()?;
+        decode::<LocalStatus>(&reply.into_inner().status)
+            .ok()
+            .map(|s| (id, s))
     });
-    futures::future::join_all(calls).await.into_iter().flatten().collect()
+    futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// A node in the cluster status.
@@ -149,7 +169,11 @@ pub async fn cluster_status(groups: &Groups) -> ClusterStatus {
     let view_of = |g: GroupId| -> Option<&GroupStatus> {
         reports
             .values()
-            .flat_map(|r| r.groups.iter().filter(move |s| s.group == g && s.leader == Some(r.node_id)))
+            .flat_map(|r| {
+                r.groups
+                    .iter()
+                    .filter(move |s| s.group == g && s.leader == Some(r.node_id))
+            })
             .max_by_key(|s| s.term)
     };
     let nodes = meta
@@ -164,8 +188,16 @@ pub async fn cluster_status(groups: &Groups) -> ClusterStatus {
         })
         .collect();
     let meta_view = match view_of(META_GROUP) {
-        Some(s) => MetaView { leader: s.leader, voters: s.voters.clone(), learners: s.learners.clone() },
-        None => MetaView { leader: None, voters: Vec::new(), learners: Vec::new() },
+        Some(s) => MetaView {
+            leader: s.leader,
+            voters: s.voters.clone(),
+            learners: s.learners.clone(),
+        },
+        None => MetaView {
+            leader: None,
+            voters: Vec::new(),
+            learners: Vec::new(),
+        },
     };
     let shards = meta
         .shards
@@ -175,14 +207,23 @@ pub async fn cluster_status(groups: &Groups) -> ClusterStatus {
             let last_log = leader.map_or(0, |s| s.last_log);
             let replica_applied: BTreeMap<NodeId, u64> = reports
                 .values()
-                .flat_map(|r| r.groups.iter().filter(|s| s.group == *id).map(|s| (r.node_id, s.applied)))
+                .flat_map(|r| {
+                    r.groups
+                        .iter()
+                        .filter(|s| s.group == *id)
+                        .map(|s| (r.node_id, s.applied))
+                })
                 .collect();
             let lag = match leader {
                 Some(l) => rec
                     .replicas
                     .iter()
                     .map(|n| {
-                        let matched = if Some(*n) == l.leader { l.last_log } else { l.matched.get(n).copied().unwrap_or(0) };
+                        let matched = if Some(*n) == l.leader {
+                            l.last_log
+                        } else {
+                            l.matched.get(n).copied().unwrap_or(0)
+                        };
                         (*n, last_log.saturating_sub(matched))
                     })
                     .collect(),
@@ -200,5 +241,10 @@ pub async fn cluster_status(groups: &Groups) -> ClusterStatus {
             }
         })
         .collect();
-    ClusterStatus { node_id: groups.node_id(), nodes, meta: meta_view, shards }
+    ClusterStatus {
+        node_id: groups.node_id(),
+        nodes,
+        meta: meta_view,
+        shards,
+    }
 }

@@ -27,7 +27,13 @@ impl Caller {
         if self.scope >= needed {
             Ok(())
         } else {
-            Err(ApiError::forbidden(format!("this key's scope is {:?}; {:?} is required", self.scope, needed).to_lowercase()))
+            Err(ApiError::forbidden(
+                format!(
+                    "this key's scope is {:?}; {:?} is required",
+                    self.scope, needed
+                )
+                .to_lowercase(),
+            ))
         }
     }
 }
@@ -59,7 +65,13 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(|| ApiError::unauthorized("authorization must be `Bearer <api key>`"))?;
         let hash = hash_secret(secret.trim());
         let meta = state.groups().meta().read().expect("meta lock");
-        let key = meta.key_by_hash(&hash).ok_or_else(|| ApiError::unauthorized("invalid or revoked api key"))?;
-        Ok(Caller { key_id: key.id.clone(), workspace: key.workspace.clone(), scope: key.scope })
+        let key = meta
+            .key_by_hash(&hash)
+            .ok_or_else(|| ApiError::unauthorized("invalid or revoked api key"))?;
+        Ok(Caller {
+            key_id: key.id.clone(),
+            workspace: key.workspace.clone(),
+            scope: key.scope,
+        })
     }
 }

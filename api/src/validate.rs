@@ -16,10 +16,14 @@ pub const MAX_PAGE: usize = 1000;
 /// A context key: 1..=256 bytes, no control characters.
 pub fn key(field: &str, v: &str) -> Result<(), ApiError> {
     if v.is_empty() || v.len() > MAX_KEY_BYTES {
-        return Err(ApiError::bad_request(format!("{field} must be 1 to {MAX_KEY_BYTES} bytes")));
+        return Err(ApiError::bad_request(format!(
+            "{field} must be 1 to {MAX_KEY_BYTES} bytes"
+        )));
     }
     if v.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(format!("{field} must not contain control characters")));
+        return Err(ApiError::bad_request(format!(
+            "{field} must not contain control characters"
+        )));
     }
     Ok(())
 }
@@ -28,7 +32,8 @@ pub fn key(field: &str, v: &str) -> Result<(), ApiError> {
 pub fn name(field: &str, v: &str) -> Result<(), ApiError> {
     let ok = !v.is_empty()
         && v.len() <= MAX_NAME_BYTES
-        && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'));
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'));
     if ok {
         Ok(())
     } else {
@@ -44,7 +49,9 @@ pub fn text(field: &str, v: &str, max: usize, required: bool) -> Result<(), ApiE
         return Err(ApiError::bad_request(format!("{field} is required")));
     }
     if v.len() > max {
-        return Err(ApiError::bad_request(format!("{field} must be at most {max} bytes")));
+        return Err(ApiError::bad_request(format!(
+            "{field} must be at most {max} bytes"
+        )));
     }
     Ok(())
 }
@@ -54,7 +61,9 @@ pub fn limit(v: Option<usize>, default: usize) -> Result<usize, ApiError> {
     match v {
         None => Ok(default),
         Some(0) => Err(ApiError::bad_request("limit must be at least 1")),
-        Some(n) if n > MAX_PAGE => Err(ApiError::bad_request(format!("limit must be at most {MAX_PAGE}"))),
+        Some(n) if n > MAX_PAGE => Err(ApiError::bad_request(format!(
+            "limit must be at most {MAX_PAGE}"
+        ))),
         Some(n) => Ok(n),
     }
 }

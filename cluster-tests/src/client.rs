@@ -6,13 +6,14 @@
 
 use std::fmt;
 
-use reqwest::{RequestBuilder, StatusCode, Url};
+use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::model::{
-    ClusterStatus, ContextEntry, Locate, MessagePage, Published, ShardKind, Task, TaskId, Topic,
+    ApiKey, ClusterStatus, ContextEntry, Locate, MessagePage, Published, ShardKind, Task, TaskId,
+    Topic,
 };
 
 /// Largest page the contract allows for a topic read.
@@ -140,6 +141,13 @@ impl NodeClient {
         &self.base
     }
 
+    /// A request of `method` to the base URL with `segments` appended (each percent-encoded as
+    /// one path segment), sent with this client's headers; for tests that need the raw status
+    /// and body rather than a typed answer.
+    pub fn request(&self, method: Method, segments: &[&str]) -> RequestBuilder {
+        self.http.request(method, self.url(segments))
+    }
+
     /// `GET /readyz`: `Ok` once the node can route.
     pub async fn readyz(&self) -> Result<(), ApiError> {
         let _: Value = self.call(self.http.get(self.url(&["readyz"]))).await?;
@@ -232,6 +240,13 @@ impl NodeClient {
     /// `GET /v1/tasks/{id}`; 404 for an unknown id.
     pub async fn get_task(&self, id: &TaskId) -> Result<Task, ApiError> {
         self.call(self.http.get(self.url(&["v1", "tasks", &id.0])))
+            .await
+    }
+
+    /// `POST /v1/api-keys` (admin): a new key of `scope` (`read`, `full` or `admin`).
+    pub async fn create_api_key(&self, name: &str, scope: &str) -> Result<ApiKey, ApiError> {
+        let url = self.url(&["v1", "api-keys"]);
+        self.call(self.http.post(url).json(&json!({ "name": name, "scope": scope })))
             .await
     }
 

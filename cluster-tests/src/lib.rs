@@ -13,7 +13,7 @@ pub mod wait;
 
 pub use client::{ApiError, NodeClient};
 pub use model::{
-    ClusterStatus, ContextEntry, Locate, Message, MessagePage, Published, ShardKind, ShardStatus,
+    ApiKey, ClusterStatus, ContextEntry, Locate, Message, MessagePage, Published, ShardKind, ShardStatus,
     Task, TaskId, Topic,
 };
 pub use sandbox::{Cluster, ClusterBuilder, Node};

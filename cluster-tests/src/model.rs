@@ -127,6 +127,20 @@ pub struct Task {
     pub fencing_token: Option<u64>,
 }
 
+/// A new API key: `{"id","name","scope","key"}`; the secret `key` is shown only here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiKey {
+    /// Key identifier; its JSON type is not asserted on.
+    #[serde(default)]
+    pub id: Value,
+    /// Name, as sent.
+    pub name: String,
+    /// `read`, `full` or `admin`.
+    pub scope: String,
+    /// The secret to send as `Authorization: Bearer <key>`.
+    pub key: String,
+}
+
 /// The kind of named object a shard holds, for `/v1/cluster/locate`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ShardKind {
@@ -225,6 +239,10 @@ pub struct ShardStatus {
     /// Replication lag per follower node id, in entries (reported by the leader).
     #[serde(default)]
     pub lag: BTreeMap<u64, Option<u64>>,
+    /// Applied index per replica node id, as each replica reports it (missing when it did not
+    /// answer).
+    #[serde(default)]
+    pub replica_applied: BTreeMap<u64, u64>,
 }
 
 impl ClusterStatus {

@@ -66,6 +66,7 @@ pub struct ClusterBuilder {
     shards: u32,
     binary: Option<PathBuf>,
     timeout: Duration,
+    env: Vec<(String, String)>,
 }
 
 impl Default for ClusterBuilder {
@@ -75,6 +76,7 @@ impl Default for ClusterBuilder {
             shards: 8,
             binary: None,
             timeout: Duration::from_secs(60),
+            env: Vec::new(),
         }
     }
 }
@@ -104,6 +106,17 @@ impl ClusterBuilder {
         self
     }
 
+    /// Sets the environment variable `key` to `value` on every node process the cluster starts:
+    /// initial nodes, restarts and added nodes. It is applied after the inherited `CONCLAVE_*`
+    /// variables are removed, so this is how a test passes node settings such as
+    /// `CONCLAVE_DEAD_NODE_TIMEOUT_SECS`. A later call with the same key wins.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        let key = key.into();
+        self.env.retain(|(existing, _)| *existing != key);
+        self.env.push((key, value.into()));
+        self
+    }
+
     /// Starts the bootstrap node, joins the others one by one, and waits until the cluster has
     /// converged (see [`Cluster::wait_converged`]).
     pub async fn start(self) -> anyhow::Result<Cluster> {
@@ -119,7 +132,7 @@ impl ClusterBuilder {
         // The bootstrap node creates the cluster and its admin credentials.
         let data_dir = root.path().join("n1");
         let shards = self.shards.to_string();
-        let mut child = spawn_node(&binary, &data_dir, &["--shards", &shards])?;
+        let mut child = spawn_node(&binary, &self.env, &data_dir, &["--shards", &shards])?;
         let started = async {
             let info = wait_for_node_info(&mut child, &data_dir, self.timeout).await?;
             let credentials_path = data_dir.join("admin-credentials");
@@ -135,10 +148,11 @@ impl ClusterBuilder {
                 return Err(error.context("the bootstrap node did not start"));
             }
         };
-        let http = admin_http_client(&credentials.api_key)?;
+        let http = bearer_http_client(&credentials.api_key)?;
         let node = Node::new(&http, data_dir, info, child)?;
         let mut cluster = Cluster {
             binary,
+            env: self.env,
             shards: self.shards,
             timeout: self.timeout,
             http,
@@ -235,6 +249,8 @@ impl Node {
 #[derive(Debug)]
 pub struct Cluster {
     binary: PathBuf,
+    /// Variables set on every node process, see [`ClusterBuilder::env`].
+    env: Vec<(String, String)>,
     shards: u32,
     timeout: Duration,
     http: reqwest::Client,
@@ -331,6 +347,25 @@ impl Cluster {
         self.nodes[index].client()
     }
 
+    /// HTTP calls against node `index` authenticated with `api_key` instead of the admin key,
+    /// or with no `Authorization` header at all when `None`.
+    pub fn api_with_key(&self, index: usize, api_key: Option<&str>) -> anyhow::Result<NodeClient> {
+        let http = match api_key {
+            Some(key) => bearer_http_client(key)?,
+            None => http_client(HeaderMap::new())?,
+        };
+        NodeClient::new(http, &self.nodes[index].url())
+    }
+
+    /// The contents of node `index`'s stderr log (where the node writes its tracing output),
+    /// across all its starts.
+    pub fn stderr_log(&self, index: usize) -> anyhow::Result<String> {
+        let path = self.nodes[index].data_dir.join("stderr.log");
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
     /// Starts a new node that joins through the first running member, waits until it is ready,
     /// and returns its index. It does not wait for shards to move onto it.
     pub async fn add_node(&mut self) -> anyhow::Result<usize> {
@@ -344,7 +379,7 @@ impl Cluster {
             "--cluster-secret",
             self.credentials.cluster_secret.as_str(),
         ];
-        let mut child = spawn_node(&self.binary, &data_dir, &args)?;
+        let mut child = spawn_node(&self.binary, &self.env, &data_dir, &args)?;
         let info = match wait_for_node_info(&mut child, &data_dir, self.timeout).await {
             Ok(info) => info,
             Err(error) => {
@@ -585,7 +620,7 @@ impl Cluster {
             "--peer-listen",
             node.info.peer_listen.as_str(),
         ];
-        node.child = Some(spawn_node(&self.binary, &node.data_dir, &args)?);
+        node.child = Some(spawn_node(&self.binary, &self.env, &node.data_dir, &args)?);
         info!(index, node_id = node.info.node_id, "node restarted");
         Ok(())
     }
@@ -655,11 +690,17 @@ fn init_tracing() {
         .try_init();
 }
 
-fn admin_http_client(api_key: &str) -> anyhow::Result<reqwest::Client> {
+/// A client sending `Authorization: Bearer <api_key>` with every request.
+fn bearer_http_client(api_key: &str) -> anyhow::Result<reqwest::Client> {
     let mut headers = HeaderMap::new();
     let mut bearer = HeaderValue::from_str(&format!("Bearer {api_key}"))?;
     bearer.set_sensitive(true);
     headers.insert(AUTHORIZATION, bearer);
+    http_client(headers)
+}
+
+/// A client sending `headers` with every request, with the sandbox's timeouts.
+fn http_client(headers: HeaderMap) -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .default_headers(headers)
         .timeout(REQUEST_TIMEOUT)
@@ -669,8 +710,14 @@ fn admin_http_client(api_key: &str) -> anyhow::Result<reqwest::Client> {
 }
 
 /// Spawns `conclave start --data-dir DIR` plus `args`, with `127.0.0.1:0` listeners unless
-/// `args` name them, and stdout/stderr appended to files in the data directory.
-fn spawn_node(binary: &Path, data_dir: &Path, args: &[&str]) -> anyhow::Result<Child> {
+/// `args` name them, the variables of `env` set, and stdout/stderr appended to files in the
+/// data directory.
+fn spawn_node(
+    binary: &Path,
+    env: &[(String, String)],
+    data_dir: &Path,
+    args: &[&str],
+) -> anyhow::Result<Child> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let log = |name: &str| -> anyhow::Result<File> {
@@ -695,6 +742,7 @@ fn spawn_node(binary: &Path, data_dir: &Path, args: &[&str]) -> anyhow::Result<C
         .stdout(log("stdout.log")?)
         .stderr(log("stderr.log")?);
     scrub_env(&mut command);
+    command.envs(env.iter().map(|(key, value)| (key, value)));
     command
         .spawn()
         .with_context(|| format!("cannot spawn {}", binary.display()))
@@ -808,6 +856,7 @@ mod tests {
                     leader,
                     applied: Some(0),
                     lag: Default::default(),
+                    replica_applied: Default::default(),
                 })
                 .collect(),
         }

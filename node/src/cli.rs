@@ -96,8 +96,9 @@ impl Target {
             return Ok(k.clone());
         }
         let path = self.data_dir.join(CREDENTIALS);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("no --api-key given and {} is not readable", path.display()))?;
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!("no --api-key given and {} is not readable", path.display())
+        })?;
         Ok(serde_json::from_str::<AdminCredentials>(&text)?.api_key)
     }
 
@@ -137,7 +138,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::node::run(config).await
         }
         Cmd::Status { target, json } => {
-            let status = target.request(reqwest::Method::GET, "/v1/cluster/status").await?;
+            let status = target
+                .request(reqwest::Method::GET, "/v1/cluster/status")
+                .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
@@ -145,9 +148,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Node { cmd: NodeCmd::Remove { id, target } } => {
-            let body = target.request(reqwest::Method::POST, &format!("/v1/cluster/nodes/{id}/remove")).await?;
-            println!("node {id} is {}; its replicas are moving elsewhere", body["state"].as_str().unwrap_or("draining"));
+        Cmd::Node {
+            cmd: NodeCmd::Remove { id, target },
+        } => {
+            let body = target
+                .request(
+                    reqwest::Method::POST,
+                    &format!("/v1/cluster/nodes/{id}/remove"),
+                )
+                .await?;
+            println!(
+                "node {id} is {}; its replicas are moving elsewhere",
+                body["state"].as_str().unwrap_or("draining")
+            );
             Ok(())
         }
     }
@@ -156,27 +169,81 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn ids(v: &Value) -> String {
-    v.as_array().map(|a| a.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")).unwrap_or_default()
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+/// A JSON scalar as plain text (strings unquoted), so table columns pad.
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
 }
 
 fn print_status(s: &Value) {
-    println!("answered by node {}; meta leader {}, voters [{}], learners [{}]",
-        s["node_id"], s["meta"]["leader"], ids(&s["meta"]["voters"]), ids(&s["meta"]["learners"]));
+    println!(
+        "answered by node {}; meta leader {}, voters [{}], learners [{}]",
+        text(&s["node_id"]),
+        text(&s["meta"]["leader"]),
+        ids(&s["meta"]["voters"]),
+        ids(&s["meta"]["learners"])
+    );
     println!();
-    println!("{:<6} {:<9} {:<6} {:<22} {:<22}", "NODE", "STATE", "ALIVE", "PEER", "API");
+    println!(
+        "{:<6} {:<9} {:<6} {:<22} {:<22}",
+        "NODE", "STATE", "ALIVE", "PEER", "API"
+    );
     for n in s["nodes"].as_array().into_iter().flatten() {
-        println!("{:<6} {:<9} {:<6} {:<22} {:<22}", n["id"], n["state"].as_str().unwrap_or("?"), n["alive"],
-            n["peer_addr"].as_str().unwrap_or(""), n["api_addr"].as_str().unwrap_or(""));
+        println!(
+            "{:<6} {:<9} {:<6} {:<22} {:<22}",
+            text(&n["id"]),
+            text(&n["state"]),
+            text(&n["alive"]),
+            text(&n["peer_addr"]),
+            text(&n["api_addr"])
+        );
     }
     println!();
-    println!("{:<6} {:<7} {:<12} {:<9} LAG", "SHARD", "LEADER", "REPLICAS", "APPLIED");
+    println!(
+        "{:<6} {:<7} {:<12} {:<9} LAG",
+        "SHARD", "LEADER", "REPLICAS", "APPLIED"
+    );
     for sh in s["shards"].as_array().into_iter().flatten() {
-        let lag = sh["lag"].as_object().map(|m| m.iter().map(|(k, v)| format!("{k}:{v}")).collect::<Vec<_>>().join(" ")).unwrap_or_default();
-        let moving = if sh["moving"].is_null() { String::new() } else { format!("  moving {}", sh["moving"]) };
-        println!("{:<6} {:<7} {:<12} {:<9} {lag}{moving}", sh["id"], sh["leader"], ids(&sh["replicas"]), sh["applied"]);
+        let lag = sh["lag"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}:{v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        let moving = if sh["moving"].is_null() {
+            String::new()
+        } else {
+            format!("  moving {}", sh["moving"])
+        };
+        println!(
+            "{:<6} {:<7} {:<12} {:<9} {lag}{moving}",
+            text(&sh["id"]),
+            text(&sh["leader"]),
+            ids(&sh["replicas"]),
+            text(&sh["applied"])
+        );
     }
 }

@@ -35,6 +35,8 @@ pub struct Config {
     pub election_max_ms: u64,
     /// A node silent this long has its replicas re-created elsewhere, seconds.
     pub dead_node_timeout_secs: u64,
+    /// Log entries since a group's last snapshot that trigger a new one (and let older logs go).
+    pub snapshot_after_logs: u64,
     /// Largest request body accepted, bytes.
     pub max_body_bytes: usize,
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
@@ -55,6 +57,7 @@ impl Default for Config {
             election_min_ms: 1000,
             election_max_ms: 2000,
             dead_node_timeout_secs: 30,
+            snapshot_after_logs: 20_000,
             max_body_bytes: 1 << 20,
             log: "info".into(),
         }
@@ -81,7 +84,7 @@ pub struct Overrides {
 }
 
 /// Fields settable through `CONCLAVE_*` variables (other `CONCLAVE_*` names belong to the CLI).
-const FIELDS: [&str; 13] = [
+const FIELDS: [&str; 14] = [
     "data_dir",
     "listen",
     "peer_listen",
@@ -93,6 +96,7 @@ const FIELDS: [&str; 13] = [
     "election_min_ms",
     "election_max_ms",
     "dead_node_timeout_secs",
+    "snapshot_after_logs",
     "max_body_bytes",
     "log",
 ];
@@ -118,13 +122,19 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         for (name, v) in [("listen", &self.listen), ("peer_listen", &self.peer_listen)] {
-            v.parse::<SocketAddr>().with_context(|| format!("{name} must be HOST:PORT with a numeric host, got {v:?}"))?;
+            v.parse::<SocketAddr>().with_context(|| {
+                format!("{name} must be HOST:PORT with a numeric host, got {v:?}")
+            })?;
         }
         if !(1..=4096).contains(&self.shards) {
             bail!("shards must be 1 to 4096");
         }
-        if self.election_min_ms <= self.heartbeat_ms || self.election_max_ms <= self.election_min_ms {
+        if self.election_min_ms <= self.heartbeat_ms || self.election_max_ms <= self.election_min_ms
+        {
             bail!("timings must satisfy heartbeat_ms < election_min_ms < election_max_ms");
+        }
+        if self.snapshot_after_logs < 10 {
+            bail!("snapshot_after_logs must be at least 10");
         }
         if let Some(s) = &self.cluster_secret {
             if s.len() < 16 || !s.chars().all(|c| c.is_ascii_graphic()) {

@@ -52,14 +52,22 @@ pub fn read_identity(dir: &Path) -> anyhow::Result<Option<Identity>> {
     if !path.exists() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(Some(serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?))
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(Some(
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?,
+    ))
 }
 
 /// Writes `value` as JSON to `dir/name` atomically (temp file, fsync, rename), with `mode`.
 fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T, mode: u32) -> anyhow::Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
     f.write_all(serde_json::to_string_pretty(value)?.as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, dir.join(name))?;

@@ -17,6 +17,8 @@ fn main() -> anyhow::Result<()> {
         std::process::abort();
     }));
     let cli = cli::Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(cli::run(cli))
 }

@@ -35,12 +35,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let dir = config.data_dir.canonicalize()?;
     let known = identity::read_identity(&dir)?;
 
-    let api_listener = TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-    let peer_listener =
-        TcpListener::bind(&config.peer_listen).await.with_context(|| format!("binding {}", config.peer_listen))?;
+    let api_listener = TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let peer_listener = TcpListener::bind(&config.peer_listen)
+        .await
+        .with_context(|| format!("binding {}", config.peer_listen))?;
     let api_addr = api_listener.local_addr()?.to_string();
     let peer_addr = peer_listener.local_addr()?.to_string();
-    let info = NodeInfo { peer_addr: config.advertise.clone().unwrap_or_else(|| peer_addr.clone()), api_addr: api_addr.clone() };
+    let info = NodeInfo {
+        peer_addr: config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| peer_addr.clone()),
+        api_addr: api_addr.clone(),
+    };
 
     let secret = match (&known, &config.cluster_secret, &config.join) {
         (Some(id), _, _) => id.cluster_secret.clone(),
@@ -58,10 +67,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let service = PeerService::default();
     let peer_server = tonic::transport::Server::builder()
         .add_service(tonic::service::interceptor::InterceptedService::new(
-            PeerServer::new(service.clone()).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20),
+            PeerServer::new(service.clone())
+                .max_decoding_message_size(64 << 20)
+                .max_encoding_message_size(64 << 20),
             check_secret(secret.clone()),
         ))
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(peer_listener));
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(
+            peer_listener,
+        ));
     let peer_task = tokio::spawn(peer_server);
 
     let peers = Peers::new(&secret);
@@ -71,7 +84,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         (None, None) => (1, true),
     };
     if known.is_none() {
-        identity::write_identity(&dir, &Identity { format: 1, node_id, cluster_secret: secret.clone() })?;
+        identity::write_identity(
+            &dir,
+            &Identity {
+                format: 1,
+                node_id,
+                cluster_secret: secret.clone(),
+            },
+        )?;
     }
     tracing::info!(node = node_id, peer = %info.peer_addr, api = %info.api_addr, "starting node");
 
@@ -80,24 +100,43 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         heartbeat_ms: config.heartbeat_ms,
         election_min_ms: config.election_min_ms,
         election_max_ms: config.election_max_ms,
-        ..GroupSettings::default()
+        snapshot_after_logs: config.snapshot_after_logs,
     };
     let groups = Groups::new(node_id, db, peers.clone(), &settings)?;
     let meta_raft = groups.ensure(META_GROUP).await?;
     // Shards this node held before a restart come back before it serves.
-    for shard in groups.meta_snapshot().shards_hosted_by(node_id).collect::<Vec<_>>() {
+    for shard in groups
+        .meta_snapshot()
+        .shards_hosted_by(node_id)
+        .collect::<Vec<_>>()
+    {
         groups.ensure(shard).await?;
     }
-    let router = Router::new(groups.clone(), Arc::new(GrpcForwarder::new(peers)), RouterSettings::default());
-    service.set(NodeCtx { groups: groups.clone(), router: router.clone() });
+    let router = Router::new(
+        groups.clone(),
+        Arc::new(GrpcForwarder::new(peers)),
+        RouterSettings::default(),
+    );
+    service.set(NodeCtx {
+        groups: groups.clone(),
+        router: router.clone(),
+    });
 
-    let needs_bootstrap = fresh_bootstrap || (node_id == 1 && config.join.is_none() && !groups.meta_snapshot().bootstrapped);
+    let needs_bootstrap = fresh_bootstrap
+        || (node_id == 1 && config.join.is_none() && !groups.meta_snapshot().bootstrapped);
     if needs_bootstrap {
         let admin_key = bootstrap(&groups, &meta_raft, node_id, &info, config.shards).await?;
-        let creds = AdminCredentials { api_key: admin_key, workspace_id: DEFAULT_WORKSPACE.into(), cluster_secret: secret.clone() };
+        let creds = AdminCredentials {
+            api_key: admin_key,
+            workspace_id: DEFAULT_WORKSPACE.into(),
+            cluster_secret: secret.clone(),
+        };
         identity::write_credentials(&dir, &creds)?;
         println!("{}", serde_json::to_string_pretty(&creds)?);
-        println!("admin credentials written to {} (shown only this once)", dir.join(identity::CREDENTIALS).display());
+        println!(
+            "admin credentials written to {} (shown only this once)",
+            dir.join(identity::CREDENTIALS).display()
+        );
     }
 
     tokio::spawn(reconciler::run(groups.clone()));
@@ -107,10 +146,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     tokio::spawn(Controller::new(router.clone(), controller_settings).run());
 
-    identity::write_node_file(&dir, &NodeFile { node_id, listen: api_addr.clone(), peer_listen: peer_addr.clone() })?;
-    let state = AppState { router: router.clone(), max_body_bytes: config.max_body_bytes };
+    identity::write_node_file(
+        &dir,
+        &NodeFile {
+            node_id,
+            listen: api_addr.clone(),
+            peer_listen: peer_addr.clone(),
+        },
+    )?;
+    let state = AppState {
+        router: router.clone(),
+        max_body_bytes: config.max_body_bytes,
+    };
     tracing::info!(node = node_id, listen = %api_addr, peer = %peer_addr, "serving");
-    axum::serve(api_listener, conclave_api::app(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(api_listener, conclave_api::app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
 
     tracing::info!(node = node_id, "shutting down");
     groups.shutdown().await;
@@ -124,7 +175,11 @@ async fn join_cluster(peers: &Peers, join: &str, info: &NodeInfo) -> anyhow::Res
     loop {
         let attempt = async {
             let mut client = peers.client(join)?;
-            let req = JoinRequest { peer_addr: info.peer_addr.clone(), api_addr: info.api_addr.clone(), node_id: 0 };
+            let req = JoinRequest {
+                peer_addr: info.peer_addr.clone(),
+                api_addr: info.api_addr.clone(),
+                node_id: 0,
+            };
             anyhow::Ok(client.join(req).await?.into_inner().node_id)
         };
         match attempt.await {
@@ -163,7 +218,10 @@ async fn bootstrap(
         workspace: DEFAULT_WORKSPACE.into(),
         admin_key_hash: hash_secret(&admin_key),
     };
-    meta_raft.client_write(Proposal::now(Command::Meta(cmd))).await.context("bootstrapping meta state")?;
+    meta_raft
+        .client_write(Proposal::now(Command::Meta(cmd)))
+        .await
+        .context("bootstrapping meta state")?;
     for shard in 1..=shards {
         let raft = groups.ensure(shard).await?;
         if let Err(e) = raft.initialize(members.clone()).await {
@@ -175,7 +233,8 @@ async fn bootstrap(
 }
 
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("signal handler");
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}

@@ -15,7 +15,9 @@ use conclave_raft::meta::NodeState;
 use conclave_raft::network::SECRET_HEADER;
 use conclave_raft::shard::query;
 use conclave_raft::storage::GroupKv;
-use conclave_raft::{Groups, MetaCommand, MetaResponse, NodeInfo, ShardQuery, ShardReadResult, META_GROUP};
+use conclave_raft::{
+    Groups, MetaCommand, MetaResponse, NodeInfo, ShardQuery, ShardReadResult, META_GROUP,
+};
 use futures::Stream;
 use subtle::ConstantTimeEq;
 use tokio_stream::wrappers::ReceiverStream;
@@ -46,14 +48,20 @@ impl PeerService {
     }
 
     fn ctx(&self) -> Result<&NodeCtx, Status> {
-        self.ctx.get().ok_or_else(|| Status::unavailable("node is starting"))
+        self.ctx
+            .get()
+            .ok_or_else(|| Status::unavailable("node is starting"))
     }
 }
 
 /// Refuses calls without the cluster secret.
 pub fn check_secret(secret: String) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
     move |req| {
-        let given = req.metadata().get(SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
+        let given = req
+            .metadata()
+            .get(SECRET_HEADER)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
         if bool::from(given.ct_eq(secret.as_bytes())) {
             Ok(req)
         } else {
@@ -71,24 +79,41 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, Status>> + Send>
 #[tonic::async_trait]
 impl Peer for PeerService {
     async fn raft(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        Ok(Response::new(self.ctx()?.groups.handle_raft(req.into_inner()).await))
+        Ok(Response::new(
+            self.ctx()?.groups.handle_raft(req.into_inner()).await,
+        ))
     }
 
-    async fn heartbeat(&self, req: Request<HeartbeatBatch>) -> Result<Response<HeartbeatBatchReply>, Status> {
-        Ok(Response::new(self.ctx()?.groups.handle_heartbeats(req.into_inner()).await))
+    async fn heartbeat(
+        &self,
+        req: Request<HeartbeatBatch>,
+    ) -> Result<Response<HeartbeatBatchReply>, Status> {
+        Ok(Response::new(
+            self.ctx()?.groups.handle_heartbeats(req.into_inner()).await,
+        ))
     }
 
-    async fn install_snapshot(&self, req: Request<Streaming<SnapshotChunk>>) -> Result<Response<RaftReply>, Status> {
-        Ok(Response::new(self.ctx()?.groups.handle_snapshot(req.into_inner()).await))
+    async fn install_snapshot(
+        &self,
+        req: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<RaftReply>, Status> {
+        Ok(Response::new(
+            self.ctx()?.groups.handle_snapshot(req.into_inner()).await,
+        ))
     }
 
-    async fn forward(&self, req: Request<ForwardRequest>) -> Result<Response<ForwardReply>, Status> {
+    async fn forward(
+        &self,
+        req: Request<ForwardRequest>,
+    ) -> Result<Response<ForwardReply>, Status> {
         let ctx = self.ctx()?;
         let req = req.into_inner();
-        let client_req: ClientRequest =
-            decode(&req.request).map_err(|e| Status::invalid_argument(format!("malformed request: {e}")))?;
+        let client_req: ClientRequest = decode(&req.request)
+            .map_err(|e| Status::invalid_argument(format!("malformed request: {e}")))?;
         let result = ctx.router.execute_local(req.shard, &client_req).await;
-        Ok(Response::new(ForwardReply { response: encode(&result) }))
+        Ok(Response::new(ForwardReply {
+            response: encode(&result),
+        }))
     }
 
     type WatchStream = WatchStream;
@@ -121,7 +146,14 @@ impl Peer for PeerService {
                 let full = page.len() == WATCH_BUFFER;
                 for m in page {
                     next = m.seq + 1;
-                    if tx.send(Ok(WatchEvent { seq: m.seq, event: encode(&m) })).await.is_err() {
+                    if tx
+                        .send(Ok(WatchEvent {
+                            seq: m.seq,
+                            event: encode(&m),
+                        }))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -140,20 +172,36 @@ impl Peer for PeerService {
         let ctx = self.ctx()?;
         let r = req.into_inner();
         if r.peer_addr.is_empty() || r.api_addr.is_empty() {
-            return Err(Status::invalid_argument("peer_addr and api_addr are required"));
+            return Err(Status::invalid_argument(
+                "peer_addr and api_addr are required",
+            ));
         }
-        let info = NodeInfo { peer_addr: r.peer_addr, api_addr: r.api_addr };
+        let info = NodeInfo {
+            peer_addr: r.peer_addr,
+            api_addr: r.api_addr,
+        };
         let resp = ctx
             .router
-            .execute(META_GROUP, ClientRequest::Meta(MetaCommand::AddNode { info: info.clone() }))
+            .execute(
+                META_GROUP,
+                ClientRequest::Meta(MetaCommand::AddNode { info: info.clone() }),
+            )
             .await
             .map_err(core_status)?;
         match resp {
             ClientResponse::Meta(MetaResponse::NodeId(id)) => {
                 tracing::info!(node = id, %info, "node joined");
-                let nodes: Vec<(u64, NodeInfo)> =
-                    ctx.groups.meta_snapshot().nodes.values().map(|n| (n.id, n.info.clone())).collect();
-                Ok(Response::new(JoinReply { node_id: id, nodes: encode(&nodes) }))
+                let nodes: Vec<(u64, NodeInfo)> = ctx
+                    .groups
+                    .meta_snapshot()
+                    .nodes
+                    .values()
+                    .map(|n| (n.id, n.info.clone()))
+                    .collect();
+                Ok(Response::new(JoinReply {
+                    node_id: id,
+                    nodes: encode(&nodes),
+                }))
             }
             ClientResponse::Meta(MetaResponse::Refused(e)) => Err(core_status(e)),
             other => Err(Status::internal(format!("unexpected response {other:?}"))),
@@ -163,24 +211,42 @@ impl Peer for PeerService {
     async fn leave(&self, req: Request<LeaveRequest>) -> Result<Response<LeaveReply>, Status> {
         let ctx = self.ctx()?;
         let id = req.into_inner().node_id;
-        let cmd = MetaCommand::SetNodeState { id, state: NodeState::Draining };
-        match ctx.router.execute(META_GROUP, ClientRequest::Meta(cmd)).await.map_err(core_status)? {
+        let cmd = MetaCommand::SetNodeState {
+            id,
+            state: NodeState::Draining,
+        };
+        match ctx
+            .router
+            .execute(META_GROUP, ClientRequest::Meta(cmd))
+            .await
+            .map_err(core_status)?
+        {
             ClientResponse::Meta(MetaResponse::Ok) => Ok(Response::new(LeaveReply {})),
             ClientResponse::Meta(MetaResponse::Refused(e)) => Err(core_status(e)),
             other => Err(Status::internal(format!("unexpected response {other:?}"))),
         }
     }
 
-    async fn local_status(&self, _req: Request<LocalStatusRequest>) -> Result<Response<LocalStatusReply>, Status> {
-        Ok(Response::new(LocalStatusReply { status: encode(&local_status(&self.ctx()?.groups)) }))
+    async fn local_status(
+        &self,
+        _req: Request<LocalStatusRequest>,
+    ) -> Result<Response<LocalStatusReply>, Status> {
+        Ok(Response::new(LocalStatusReply {
+            status: encode(&local_status(&self.ctx()?.groups)),
+        }))
     }
 
-    async fn shard_admin(&self, req: Request<ShardAdminRequest>) -> Result<Response<ShardAdminReply>, Status> {
+    async fn shard_admin(
+        &self,
+        req: Request<ShardAdminRequest>,
+    ) -> Result<Response<ShardAdminReply>, Status> {
         let ctx = self.ctx()?;
         let r = req.into_inner();
-        let action: ShardAction =
-            decode(&r.action).map_err(|e| Status::invalid_argument(format!("malformed action: {e}")))?;
+        let action: ShardAction = decode(&r.action)
+            .map_err(|e| Status::invalid_argument(format!("malformed action: {e}")))?;
         let result = run_shard_action(&ctx.groups, r.group, action).await;
-        Ok(Response::new(ShardAdminReply { result: encode(&result) }))
+        Ok(Response::new(ShardAdminReply {
+            result: encode(&result),
+        }))
     }
 }

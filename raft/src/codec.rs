@@ -59,7 +59,10 @@ mod tests {
 
         let mut future = bytes.clone();
         future[0] = 9;
-        assert!(matches!(decode::<(String, u64)>(&future), Err(CodecError::UnknownVersion(9))));
+        assert!(matches!(
+            decode::<(String, u64)>(&future),
+            Err(CodecError::UnknownVersion(9))
+        ));
         assert!(matches!(decode::<u64>(&[]), Err(CodecError::Empty)));
     }
 }

@@ -43,7 +43,10 @@ pub enum Response {
 impl Proposal {
     /// A proposal stamped with the current wall-clock time (only leaders propose).
     pub fn now(command: Command) -> Self {
-        Self { at_ms: now_ms(), command }
+        Self {
+            at_ms: now_ms(),
+            command,
+        }
     }
 }
 

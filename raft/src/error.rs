@@ -34,7 +34,10 @@ pub struct CoreError {
 impl CoreError {
     /// An error with `code` and `message`.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
     /// [`ErrorCode::NotFound`].
     pub fn not_found(message: impl Into<String>) -> Self {

@@ -24,7 +24,12 @@ pub struct GroupSettings {
 
 impl Default for GroupSettings {
     fn default() -> Self {
-        Self { heartbeat_ms: 200, election_min_ms: 1000, election_max_ms: 2000, snapshot_after_logs: 20_000 }
+        Self {
+            heartbeat_ms: 200,
+            election_min_ms: 1000,
+            election_max_ms: 2000,
+            snapshot_after_logs: 20_000,
+        }
     }
 }
 
@@ -53,7 +58,12 @@ pub struct Groups {
 
 impl Groups {
     /// The runtime of node `node_id` over `db`.
-    pub fn new(node_id: NodeId, db: Db, peers: Peers, settings: &GroupSettings) -> Result<Self, openraft::ConfigError> {
+    pub fn new(
+        node_id: NodeId,
+        db: Db,
+        peers: Peers,
+        settings: &GroupSettings,
+    ) -> Result<Self, openraft::ConfigError> {
         let config = openraft::Config {
             cluster_name: "conclave".into(),
             heartbeat_interval: settings.heartbeat_ms,
@@ -109,17 +119,34 @@ impl Groups {
 
     /// The Raft of `group`, if hosted here.
     pub fn get(&self, group: GroupId) -> Option<Raft> {
-        self.inner.groups.read().expect("groups lock").get(&group).map(|h| h.raft.clone())
+        self.inner
+            .groups
+            .read()
+            .expect("groups lock")
+            .get(&group)
+            .map(|h| h.raft.clone())
     }
 
     /// Watch of `group`'s last applied index, if hosted here.
     pub fn applied_watch(&self, group: GroupId) -> Option<Arc<ApplyWatch>> {
-        self.inner.groups.read().expect("groups lock").get(&group).map(|h| h.applied.clone())
+        self.inner
+            .groups
+            .read()
+            .expect("groups lock")
+            .get(&group)
+            .map(|h| h.applied.clone())
     }
 
     /// Ids of the groups hosted here.
     pub fn hosted(&self) -> Vec<GroupId> {
-        let mut ids: Vec<_> = self.inner.groups.read().expect("groups lock").keys().copied().collect();
+        let mut ids: Vec<_> = self
+            .inner
+            .groups
+            .read()
+            .expect("groups lock")
+            .keys()
+            .copied()
+            .collect();
         ids.sort_unstable();
         ids
     }
@@ -136,18 +163,39 @@ impl Groups {
         let sm = StateMachine::open(group, self.inner.db.clone(), self.inner.meta.clone())?;
         let applied = sm.applied_watch();
         let log = LogStore::new(group, self.inner.db.clone(), self.inner.fsync.clone());
-        let network = GroupNetworkFactory::new(group, self.inner.peers.clone(), self.inner.heartbeats.clone());
-        let raft = Raft::new(self.inner.node_id, self.inner.config.clone(), network, log, sm)
-            .await
-            .map_err(std::io::Error::other)?;
+        let network = GroupNetworkFactory::new(
+            group,
+            self.inner.peers.clone(),
+            self.inner.heartbeats.clone(),
+        );
+        let raft = Raft::new(
+            self.inner.node_id,
+            self.inner.config.clone(),
+            network,
+            log,
+            sm,
+        )
+        .await
+        .map_err(std::io::Error::other)?;
         tracing::info!(group, node = self.inner.node_id, "started raft group");
-        self.inner.groups.write().expect("groups lock").insert(group, GroupHandle { raft: raft.clone(), applied });
+        self.inner.groups.write().expect("groups lock").insert(
+            group,
+            GroupHandle {
+                raft: raft.clone(),
+                applied,
+            },
+        );
         Ok(raft)
     }
 
     /// Stops `group` here and deletes its data (after this node left its membership).
     pub async fn remove(&self, group: GroupId) -> std::io::Result<()> {
-        let handle = self.inner.groups.write().expect("groups lock").remove(&group);
+        let handle = self
+            .inner
+            .groups
+            .write()
+            .expect("groups lock")
+            .remove(&group);
         if let Some(h) = handle {
             if let Err(e) = h.raft.shutdown().await {
                 tracing::warn!(group, error = %e, "raft shutdown failed");
@@ -160,7 +208,14 @@ impl Groups {
 
     /// Stops every group (graceful shutdown).
     pub async fn shutdown(&self) {
-        let rafts: Vec<Raft> = self.inner.groups.read().expect("groups lock").values().map(|h| h.raft.clone()).collect();
+        let rafts: Vec<Raft> = self
+            .inner
+            .groups
+            .read()
+            .expect("groups lock")
+            .values()
+            .map(|h| h.raft.clone())
+            .collect();
         for r in rafts {
             let _ = r.shutdown().await;
         }

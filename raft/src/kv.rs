@@ -49,7 +49,10 @@ pub struct Txn<'a, R: KvRead + ?Sized> {
 impl<'a, R: KvRead + ?Sized> Txn<'a, R> {
     /// A transaction with no writes yet.
     pub fn new(base: &'a R) -> Self {
-        Self { base, writes: BTreeMap::new() }
+        Self {
+            base,
+            writes: BTreeMap::new(),
+        }
     }
 
     /// The value at `key`, including this transaction's writes.

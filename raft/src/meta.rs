@@ -143,11 +143,21 @@ pub enum MetaCommand {
     /// Changes a node's lifecycle state.
     SetNodeState { id: NodeId, state: NodeState },
     /// Starts a move on a shard if its epoch is still `epoch` and no move is in progress.
-    BeginMove { shard: GroupId, epoch: u64, add: Option<NodeId>, remove: Option<NodeId> },
+    BeginMove {
+        shard: GroupId,
+        epoch: u64,
+        add: Option<NodeId>,
+        remove: Option<NodeId>,
+    },
     /// Completes the shard's move in progress if its epoch is still `epoch`.
     FinishMove { shard: GroupId, epoch: u64 },
     /// Creates an API key.
-    CreateApiKey { name: String, workspace: String, scope: Scope, hash: String },
+    CreateApiKey {
+        name: String,
+        workspace: String,
+        scope: Scope,
+        hash: String,
+    },
 }
 
 /// The result of a meta command.
@@ -167,32 +177,67 @@ impl MetaState {
     /// Applies `cmd` at leader time `at_ms`.
     pub fn apply(&mut self, cmd: &MetaCommand, at_ms: u64) -> MetaResponse {
         match cmd {
-            MetaCommand::Bootstrap { node, shard_count, workspace, admin_key_hash } => {
+            MetaCommand::Bootstrap {
+                node,
+                shard_count,
+                workspace,
+                admin_key_hash,
+            } => {
                 if self.bootstrapped {
-                    return MetaResponse::Refused(CoreError::conflict("cluster is already bootstrapped"));
+                    return MetaResponse::Refused(CoreError::conflict(
+                        "cluster is already bootstrapped",
+                    ));
                 }
                 self.bootstrapped = true;
-                self.nodes.insert(1, NodeRecord { id: 1, info: node.clone(), state: NodeState::Active, joined_at: at_ms });
+                self.nodes.insert(
+                    1,
+                    NodeRecord {
+                        id: 1,
+                        info: node.clone(),
+                        state: NodeState::Active,
+                        joined_at: at_ms,
+                    },
+                );
                 self.next_node_id = 2;
                 self.shard_count = *shard_count;
                 for shard in 1..=*shard_count {
-                    let record = ShardRecord { replicas: BTreeSet::from([1]), epoch: 1, moving: None };
+                    let record = ShardRecord {
+                        replicas: BTreeSet::from([1]),
+                        epoch: 1,
+                        moving: None,
+                    };
                     self.shards.insert(shard, record);
                 }
                 self.workspaces.insert(
                     workspace.clone(),
-                    Workspace { id: workspace.clone(), name: workspace.clone(), created_at: at_ms },
+                    Workspace {
+                        id: workspace.clone(),
+                        name: workspace.clone(),
+                        created_at: at_ms,
+                    },
                 );
                 self.insert_key("admin", workspace, Scope::Admin, admin_key_hash, at_ms);
                 MetaResponse::NodeId(1)
             }
             MetaCommand::AddNode { info } => {
-                if let Some(existing) = self.nodes.values().find(|n| n.info.peer_addr == info.peer_addr && n.state != NodeState::Removed) {
+                if let Some(existing) = self
+                    .nodes
+                    .values()
+                    .find(|n| n.info.peer_addr == info.peer_addr && n.state != NodeState::Removed)
+                {
                     return MetaResponse::NodeId(existing.id);
                 }
                 let id = self.next_node_id;
                 self.next_node_id += 1;
-                self.nodes.insert(id, NodeRecord { id, info: info.clone(), state: NodeState::Active, joined_at: at_ms });
+                self.nodes.insert(
+                    id,
+                    NodeRecord {
+                        id,
+                        info: info.clone(),
+                        state: NodeState::Active,
+                        joined_at: at_ms,
+                    },
+                );
                 MetaResponse::NodeId(id)
             }
             MetaCommand::SetNodeState { id, state } => match self.nodes.get_mut(id) {
@@ -205,13 +250,25 @@ impl MetaState {
                 }
                 None => MetaResponse::Refused(CoreError::not_found(format!("node {id} not found"))),
             },
-            MetaCommand::BeginMove { shard, epoch, add, remove } => match self.shards.get_mut(shard) {
+            MetaCommand::BeginMove {
+                shard,
+                epoch,
+                add,
+                remove,
+            } => match self.shards.get_mut(shard) {
                 Some(s) if s.epoch == *epoch && s.moving.is_none() => {
-                    s.moving = Some(ShardMove { add: *add, remove: *remove });
+                    s.moving = Some(ShardMove {
+                        add: *add,
+                        remove: *remove,
+                    });
                     MetaResponse::Ok
                 }
-                Some(_) => MetaResponse::Refused(CoreError::conflict(format!("shard {shard} changed or is moving"))),
-                None => MetaResponse::Refused(CoreError::not_found(format!("shard {shard} not found"))),
+                Some(_) => MetaResponse::Refused(CoreError::conflict(format!(
+                    "shard {shard} changed or is moving"
+                ))),
+                None => {
+                    MetaResponse::Refused(CoreError::not_found(format!("shard {shard} not found")))
+                }
             },
             MetaCommand::FinishMove { shard, epoch } => match self.shards.get_mut(shard) {
                 Some(s) if s.epoch == *epoch && s.moving.is_some() => {
@@ -225,19 +282,37 @@ impl MetaState {
                     s.epoch += 1;
                     MetaResponse::Ok
                 }
-                Some(_) => MetaResponse::Refused(CoreError::conflict(format!("shard {shard} has no such move"))),
-                None => MetaResponse::Refused(CoreError::not_found(format!("shard {shard} not found"))),
+                Some(_) => MetaResponse::Refused(CoreError::conflict(format!(
+                    "shard {shard} has no such move"
+                ))),
+                None => {
+                    MetaResponse::Refused(CoreError::not_found(format!("shard {shard} not found")))
+                }
             },
-            MetaCommand::CreateApiKey { name, workspace, scope, hash } => {
+            MetaCommand::CreateApiKey {
+                name,
+                workspace,
+                scope,
+                hash,
+            } => {
                 if !self.workspaces.contains_key(workspace) {
-                    return MetaResponse::Refused(CoreError::not_found(format!("workspace {workspace:?} not found")));
+                    return MetaResponse::Refused(CoreError::not_found(format!(
+                        "workspace {workspace:?} not found"
+                    )));
                 }
                 MetaResponse::ApiKeyId(self.insert_key(name, workspace, *scope, hash, at_ms))
             }
         }
     }
 
-    fn insert_key(&mut self, name: &str, workspace: &str, scope: Scope, hash: &str, at_ms: u64) -> String {
+    fn insert_key(
+        &mut self,
+        name: &str,
+        workspace: &str,
+        scope: Scope,
+        hash: &str,
+        at_ms: u64,
+    ) -> String {
         self.next_key_seq += 1;
         let id = format!("key_{}", self.next_key_seq);
         self.api_keys.insert(
@@ -257,7 +332,9 @@ impl MetaState {
 
     /// The live key whose secret hashes to `hash`.
     pub fn key_by_hash(&self, hash: &str) -> Option<&ApiKeyRecord> {
-        self.api_keys.values().find(|k| !k.revoked && k.hash == hash)
+        self.api_keys
+            .values()
+            .find(|k| !k.revoked && k.hash == hash)
     }
 
     /// Nodes that may receive replicas.
@@ -267,7 +344,10 @@ impl MetaState {
 
     /// Shards this node should host now.
     pub fn shards_hosted_by(&self, node: NodeId) -> impl Iterator<Item = GroupId> + '_ {
-        self.shards.iter().filter(move |(_, s)| s.hosts(node)).map(|(id, _)| *id)
+        self.shards
+            .iter()
+            .filter(move |(_, s)| s.hosts(node))
+            .map(|(id, _)| *id)
     }
 }
 
@@ -276,32 +356,68 @@ mod tests {
     use super::*;
 
     fn info(p: &str) -> NodeInfo {
-        NodeInfo { peer_addr: p.into(), api_addr: format!("api-{p}") }
+        NodeInfo {
+            peer_addr: p.into(),
+            api_addr: format!("api-{p}"),
+        }
     }
 
     #[test]
     fn bootstrap_then_join_assigns_ids_once() {
         let mut m = MetaState::default();
-        let boot = MetaCommand::Bootstrap { node: info("a"), shard_count: 4, workspace: "default".into(), admin_key_hash: "h".into() };
+        let boot = MetaCommand::Bootstrap {
+            node: info("a"),
+            shard_count: 4,
+            workspace: "default".into(),
+            admin_key_hash: "h".into(),
+        };
         assert_eq!(m.apply(&boot, 1), MetaResponse::NodeId(1));
         assert!(matches!(m.apply(&boot, 2), MetaResponse::Refused(_)));
         assert_eq!(m.shards.len(), 4);
-        assert_eq!(m.apply(&MetaCommand::AddNode { info: info("b") }, 3), MetaResponse::NodeId(2));
-        assert_eq!(m.apply(&MetaCommand::AddNode { info: info("b") }, 4), MetaResponse::NodeId(2));
-        assert_eq!(m.apply(&MetaCommand::AddNode { info: info("c") }, 5), MetaResponse::NodeId(3));
+        assert_eq!(
+            m.apply(&MetaCommand::AddNode { info: info("b") }, 3),
+            MetaResponse::NodeId(2)
+        );
+        assert_eq!(
+            m.apply(&MetaCommand::AddNode { info: info("b") }, 4),
+            MetaResponse::NodeId(2)
+        );
+        assert_eq!(
+            m.apply(&MetaCommand::AddNode { info: info("c") }, 5),
+            MetaResponse::NodeId(3)
+        );
         assert_eq!(m.key_by_hash("h").map(|k| k.scope), Some(Scope::Admin));
     }
 
     #[test]
     fn moves_are_compare_and_set_on_the_epoch() {
         let mut m = MetaState::default();
-        m.apply(&MetaCommand::Bootstrap { node: info("a"), shard_count: 1, workspace: "w".into(), admin_key_hash: "h".into() }, 0);
-        let begin = MetaCommand::BeginMove { shard: 1, epoch: 1, add: Some(2), remove: None };
+        m.apply(
+            &MetaCommand::Bootstrap {
+                node: info("a"),
+                shard_count: 1,
+                workspace: "w".into(),
+                admin_key_hash: "h".into(),
+            },
+            0,
+        );
+        let begin = MetaCommand::BeginMove {
+            shard: 1,
+            epoch: 1,
+            add: Some(2),
+            remove: None,
+        };
         assert_eq!(m.apply(&begin, 1), MetaResponse::Ok);
         assert!(m.shards[&1].hosts(2));
         assert!(matches!(m.apply(&begin, 2), MetaResponse::Refused(_)));
-        assert_eq!(m.apply(&MetaCommand::FinishMove { shard: 1, epoch: 1 }, 3), MetaResponse::Ok);
-        assert!(matches!(m.apply(&MetaCommand::FinishMove { shard: 1, epoch: 1 }, 4), MetaResponse::Refused(_)));
+        assert_eq!(
+            m.apply(&MetaCommand::FinishMove { shard: 1, epoch: 1 }, 3),
+            MetaResponse::Ok
+        );
+        assert!(matches!(
+            m.apply(&MetaCommand::FinishMove { shard: 1, epoch: 1 }, 4),
+            MetaResponse::Refused(_)
+        ));
         assert_eq!(m.shards[&1].replicas, BTreeSet::from([1, 2]));
         assert_eq!(m.shards[&1].epoch, 2);
     }

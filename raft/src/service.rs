@@ -1,6 +1,8 @@
 //! The receiving side of Raft traffic: decodes an envelope, finds the group, calls its Raft.
 
-use conclave_proto::peer::{HeartbeatBatch, HeartbeatBatchReply, RaftKind, RaftReply, RaftRequest, SnapshotChunk};
+use conclave_proto::peer::{
+    HeartbeatBatch, HeartbeatBatchReply, RaftKind, RaftReply, RaftRequest, SnapshotChunk,
+};
 use futures::{Stream, StreamExt};
 use serde::Serialize;
 
@@ -10,11 +12,17 @@ use crate::types::typ::{Snapshot, SnapshotMeta, Vote};
 use crate::types::GroupId;
 
 fn reply<T: Serialize, E: std::fmt::Display>(r: Result<T, E>) -> RaftReply {
-    RaftReply { payload: encode(&r.map_err(|e| e.to_string())), error: String::new() }
+    RaftReply {
+        payload: encode(&r.map_err(|e| e.to_string())),
+        error: String::new(),
+    }
 }
 
 fn refuse(msg: impl Into<String>) -> RaftReply {
-    RaftReply { payload: Vec::new(), error: msg.into() }
+    RaftReply {
+        payload: Vec::new(),
+        error: msg.into(),
+    }
 }
 
 impl Groups {
@@ -26,14 +34,20 @@ impl Groups {
     /// Handles a batch of heartbeats, one reply per item in order.
     pub async fn handle_heartbeats(&self, batch: HeartbeatBatch) -> HeartbeatBatchReply {
         let replies = batch.items.into_iter().map(|hb| async move {
-            self.dispatch(hb.group, RaftKind::Append as i32, &hb.payload).await
+            self.dispatch(hb.group, RaftKind::Append as i32, &hb.payload)
+                .await
         });
-        HeartbeatBatchReply { items: futures::future::join_all(replies).await }
+        HeartbeatBatchReply {
+            items: futures::future::join_all(replies).await,
+        }
     }
 
     async fn dispatch(&self, group: GroupId, kind: i32, payload: &[u8]) -> RaftReply {
         let Some(raft) = self.get(group) else {
-            return refuse(format!("group {group} is not hosted on node {}", self.node_id()));
+            return refuse(format!(
+                "group {group} is not hosted on node {}",
+                self.node_id()
+            ));
         };
         macro_rules! call {
             ($method:ident) => {
@@ -81,9 +95,15 @@ impl Groups {
             return refuse("snapshot stream without metadata");
         };
         let Some(raft) = self.get(group) else {
-            return refuse(format!("group {group} is not hosted on node {}", self.node_id()));
+            return refuse(format!(
+                "group {group} is not hosted on node {}",
+                self.node_id()
+            ));
         };
-        let snapshot = Snapshot { meta, snapshot: std::io::Cursor::new(data) };
+        let snapshot = Snapshot {
+            meta,
+            snapshot: std::io::Cursor::new(data),
+        };
         reply(raft.install_full_snapshot(vote, snapshot).await)
     }
 }

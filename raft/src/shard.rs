@@ -19,17 +19,40 @@ pub const DEFAULT_LEASE_SECS: u64 = 60;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ShardCommand {
     /// Set a context entry; `value` is JSON text.
-    ContextPut { ws: String, key: String, value: String },
+    ContextPut {
+        ws: String,
+        key: String,
+        value: String,
+    },
     /// Delete a context entry.
     ContextDelete { ws: String, key: String },
     /// Create a topic.
-    TopicCreate { ws: String, name: String, retention_hours: u64 },
+    TopicCreate {
+        ws: String,
+        name: String,
+        retention_hours: u64,
+    },
     /// Publish to a topic; `body` is JSON text.
-    TopicPublish { ws: String, topic: String, body: String },
+    TopicPublish {
+        ws: String,
+        topic: String,
+        body: String,
+    },
     /// Create a task in a queue; the id is assigned in apply.
-    TaskCreate { ws: String, queue: String, title: String, description: String, mode: TaskMode },
+    TaskCreate {
+        ws: String,
+        queue: String,
+        title: String,
+        description: String,
+        mode: TaskMode,
+    },
     /// Claim an open task for `agent`.
-    TaskClaim { ws: String, id: String, agent: String, lease_secs: u64 },
+    TaskClaim {
+        ws: String,
+        id: String,
+        agent: String,
+        lease_secs: u64,
+    },
 }
 
 /// The entity a command or query addresses, which decides its shard.
@@ -144,7 +167,11 @@ pub enum ShardResponse {
     /// A topic after creation.
     Topic(Topic),
     /// A published message's sequence and time.
-    Published { topic: String, seq: u64, published_at: u64 },
+    Published {
+        topic: String,
+        seq: u64,
+        published_at: u64,
+    },
     /// A task after creation or a claim.
     Task(Task),
     /// The command was refused, identically on every replica.
@@ -157,11 +184,20 @@ pub enum ShardQuery {
     /// One context entry.
     ContextGet { ws: String, key: String },
     /// Context entries with keys after `after`, in key order.
-    ContextList { ws: String, after: Option<String>, limit: usize },
+    ContextList {
+        ws: String,
+        after: Option<String>,
+        limit: usize,
+    },
     /// One topic.
     TopicGet { ws: String, name: String },
     /// Messages with `seq > since`, ascending.
-    TopicMessages { ws: String, topic: String, since: u64, limit: usize },
+    TopicMessages {
+        ws: String,
+        topic: String,
+        since: u64,
+        limit: usize,
+    },
     /// One task.
     TaskGet { ws: String, id: String },
 }
@@ -248,23 +284,36 @@ pub fn apply<R: KvRead + ?Sized>(
         ShardCommand::ContextPut { ws, key, value } => {
             let k = keys::context(ws, key);
             let version = get::<ContextEntry, R>(txn, &k)?.map_or(1, |e| e.version + 1);
-            let entry = ContextEntry { key: key.clone(), value: value.clone(), version, updated_at: at_ms };
+            let entry = ContextEntry {
+                key: key.clone(),
+                value: value.clone(),
+                version,
+                updated_at: at_ms,
+            };
             txn.put(k, encode(&entry));
             ShardResponse::Context(entry)
         }
         ShardCommand::ContextDelete { ws, key } => {
             let k = keys::context(ws, key);
             if txn.get(&k)?.is_none() {
-                ShardResponse::Refused(CoreError::not_found(format!("context key {key:?} not found")))
+                ShardResponse::Refused(CoreError::not_found(format!(
+                    "context key {key:?} not found"
+                )))
             } else {
                 txn.delete(k);
                 ShardResponse::Deleted(key.clone())
             }
         }
-        ShardCommand::TopicCreate { ws, name, retention_hours } => {
+        ShardCommand::TopicCreate {
+            ws,
+            name,
+            retention_hours,
+        } => {
             let k = keys::topic(ws, name);
             if txn.get(&k)?.is_some() {
-                ShardResponse::Refused(CoreError::conflict(format!("topic {name:?} already exists")))
+                ShardResponse::Refused(CoreError::conflict(format!(
+                    "topic {name:?} already exists"
+                )))
             } else {
                 let topic = Topic {
                     name: name.clone(),
@@ -279,17 +328,33 @@ pub fn apply<R: KvRead + ?Sized>(
         ShardCommand::TopicPublish { ws, topic, body } => {
             let k = keys::topic(ws, topic);
             match get::<Topic, R>(txn, &k)? {
-                None => ShardResponse::Refused(CoreError::not_found(format!("topic {topic:?} not found"))),
+                None => ShardResponse::Refused(CoreError::not_found(format!(
+                    "topic {topic:?} not found"
+                ))),
                 Some(mut t) => {
                     t.last_seq += 1;
-                    let msg = TopicMessage { seq: t.last_seq, body: body.clone(), published_at: at_ms };
+                    let msg = TopicMessage {
+                        seq: t.last_seq,
+                        body: body.clone(),
+                        published_at: at_ms,
+                    };
                     txn.put(keys::message(ws, topic, msg.seq), encode(&msg));
                     txn.put(k, encode(&t));
-                    ShardResponse::Published { topic: topic.clone(), seq: msg.seq, published_at: at_ms }
+                    ShardResponse::Published {
+                        topic: topic.clone(),
+                        seq: msg.seq,
+                        published_at: at_ms,
+                    }
                 }
             }
         }
-        ShardCommand::TaskCreate { ws, queue, title, description, mode } => {
+        ShardCommand::TaskCreate {
+            ws,
+            queue,
+            title,
+            description,
+            mode,
+        } => {
             let n = counter(txn, keys::TASK_COUNTER)?;
             let task = Task {
                 id: task_id(shard, n),
@@ -297,16 +362,31 @@ pub fn apply<R: KvRead + ?Sized>(
                 title: title.clone(),
                 description: description.clone(),
                 mode: *mode,
-                status: if *mode == TaskMode::Approval { TaskStatus::PendingApproval } else { TaskStatus::Open },
+                status: if *mode == TaskMode::Approval {
+                    TaskStatus::PendingApproval
+                } else {
+                    TaskStatus::Open
+                },
                 created_at: at_ms,
                 claimed_by: None,
                 lease_expires_at: None,
                 fencing_token: None,
             };
-            txn.put(keys::task(&task.id), encode(&StoredTask { ws: ws.clone(), task: task.clone() }));
+            txn.put(
+                keys::task(&task.id),
+                encode(&StoredTask {
+                    ws: ws.clone(),
+                    task: task.clone(),
+                }),
+            );
             ShardResponse::Task(task)
         }
-        ShardCommand::TaskClaim { ws, id, agent, lease_secs } => {
+        ShardCommand::TaskClaim {
+            ws,
+            id,
+            agent,
+            lease_secs,
+        } => {
             let k = keys::task(id);
             match get::<StoredTask, R>(txn, &k)? {
                 Some(stored) if &stored.ws == ws => {
@@ -332,7 +412,13 @@ pub fn apply<R: KvRead + ?Sized>(
                         task.claimed_by = Some(agent.clone());
                         task.lease_expires_at = Some(at_ms + lease_secs * 1000);
                         task.fencing_token = Some(token);
-                        txn.put(k, encode(&StoredTask { ws: ws.clone(), task: task.clone() }));
+                        txn.put(
+                            k,
+                            encode(&StoredTask {
+                                ws: ws.clone(),
+                                task: task.clone(),
+                            }),
+                        );
                         ShardResponse::Task(task)
                     }
                 }
@@ -360,7 +446,9 @@ pub fn query<R: KvRead + ?Sized>(kv: &R, q: &ShardQuery) -> Result<ShardReadResu
     match q {
         ShardQuery::ContextGet { ws, key } => match kv.get(&keys::context(ws, key)).map_err(io)? {
             Some(b) => Ok(ShardReadResult::Context(dec(&b)?)),
-            None => Err(CoreError::not_found(format!("context key {key:?} not found"))),
+            None => Err(CoreError::not_found(format!(
+                "context key {key:?} not found"
+            ))),
         },
         ShardQuery::ContextList { ws, after, limit } => {
             let prefix = keys::context_prefix(ws);
@@ -373,7 +461,12 @@ pub fn query<R: KvRead + ?Sized>(kv: &R, q: &ShardQuery) -> Result<ShardReadResu
             Some(b) => Ok(ShardReadResult::Topic(dec(&b)?)),
             None => Err(CoreError::not_found(format!("topic {name:?} not found"))),
         },
-        ShardQuery::TopicMessages { ws, topic, since, limit } => {
+        ShardQuery::TopicMessages {
+            ws,
+            topic,
+            since,
+            limit,
+        } => {
             if kv.get(&keys::topic(ws, topic)).map_err(io)?.is_none() {
                 return Err(CoreError::not_found(format!("topic {topic:?} not found")));
             }
@@ -405,7 +498,10 @@ mod tests {
     use crate::error::ErrorCode;
 
     /// Applies commands in order to an in-memory store, as a replica would.
-    fn run(store: &mut BTreeMap<Vec<u8>, Vec<u8>>, cmds: &[(ShardCommand, u64)]) -> Vec<ShardResponse> {
+    fn run(
+        store: &mut BTreeMap<Vec<u8>, Vec<u8>>,
+        cmds: &[(ShardCommand, u64)],
+    ) -> Vec<ShardResponse> {
         let mut out = Vec::new();
         for (cmd, at) in cmds {
             let mut txn = Txn::new(&*store);
@@ -421,21 +517,52 @@ mod tests {
     }
 
     fn publish(topic: &str, body: &str) -> ShardCommand {
-        ShardCommand::TopicPublish { ws: "w".into(), topic: topic.into(), body: body.into() }
+        ShardCommand::TopicPublish {
+            ws: "w".into(),
+            topic: topic.into(),
+            body: body.into(),
+        }
     }
 
     #[test]
     fn topic_sequences_are_gap_free_and_publish_needs_the_topic() {
         let mut s = BTreeMap::new();
-        let create = ShardCommand::TopicCreate { ws: "w".into(), name: "t".into(), retention_hours: 1 };
-        let out = run(&mut s, &[(publish("t", "0"), 1), (create.clone(), 2), (publish("t", "1"), 3), (publish("t", "2"), 4), (create, 5)]);
+        let create = ShardCommand::TopicCreate {
+            ws: "w".into(),
+            name: "t".into(),
+            retention_hours: 1,
+        };
+        let out = run(
+            &mut s,
+            &[
+                (publish("t", "0"), 1),
+                (create.clone(), 2),
+                (publish("t", "1"), 3),
+                (publish("t", "2"), 4),
+                (create, 5),
+            ],
+        );
         assert!(matches!(&out[0], ShardResponse::Refused(e) if e.code == ErrorCode::NotFound));
         assert!(matches!(&out[2], ShardResponse::Published { seq: 1, .. }));
-        assert!(matches!(&out[3], ShardResponse::Published { seq: 2, published_at: 4, .. }));
+        assert!(matches!(
+            &out[3],
+            ShardResponse::Published {
+                seq: 2,
+                published_at: 4,
+                ..
+            }
+        ));
         assert!(matches!(&out[4], ShardResponse::Refused(e) if e.code == ErrorCode::Conflict));
-        let q = ShardQuery::TopicMessages { ws: "w".into(), topic: "t".into(), since: 1, limit: 10 };
+        let q = ShardQuery::TopicMessages {
+            ws: "w".into(),
+            topic: "t".into(),
+            since: 1,
+            limit: 10,
+        };
         match query(&s, &q).unwrap() {
-            ShardReadResult::Messages(m) => assert_eq!(m.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![2]),
+            ShardReadResult::Messages(m) => {
+                assert_eq!(m.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![2])
+            }
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -456,30 +583,72 @@ mod tests {
             agent: agent.into(),
             lease_secs: 10,
         };
-        let out = run(&mut s, &[(create, 0), (claim("a"), 1_000), (claim("b"), 2_000), (claim("c"), 11_000)]);
-        let ShardResponse::Task(t) = &out[0] else { panic!() };
+        let out = run(
+            &mut s,
+            &[
+                (create, 0),
+                (claim("a"), 1_000),
+                (claim("b"), 2_000),
+                (claim("c"), 11_000),
+            ],
+        );
+        let ShardResponse::Task(t) = &out[0] else {
+            panic!()
+        };
         assert_eq!(t.id, "task_3_1");
         assert_eq!(shard_of_task_id(&t.id), Some(3));
-        let ShardResponse::Task(a) = &out[1] else { panic!("{:?}", out[1]) };
-        assert_eq!((a.claimed_by.as_deref(), a.fencing_token, a.lease_expires_at), (Some("a"), Some(1), Some(11_000)));
+        let ShardResponse::Task(a) = &out[1] else {
+            panic!("{:?}", out[1])
+        };
+        assert_eq!(
+            (a.claimed_by.as_deref(), a.fencing_token, a.lease_expires_at),
+            (Some("a"), Some(1), Some(11_000))
+        );
         assert!(matches!(&out[2], ShardResponse::Refused(e) if e.code == ErrorCode::Conflict));
-        let ShardResponse::Task(c) = &out[3] else { panic!("{:?}", out[3]) };
-        assert_eq!((c.claimed_by.as_deref(), c.fencing_token), (Some("c"), Some(2)));
+        let ShardResponse::Task(c) = &out[3] else {
+            panic!("{:?}", out[3])
+        };
+        assert_eq!(
+            (c.claimed_by.as_deref(), c.fencing_token),
+            (Some("c"), Some(2))
+        );
     }
 
     #[test]
     fn workspaces_are_isolated_and_context_versions_grow() {
         let mut s = BTreeMap::new();
-        let put = |ws: &str, v: &str| ShardCommand::ContextPut { ws: ws.into(), key: "k".into(), value: v.into() };
-        let out = run(&mut s, &[(put("a", "1"), 1), (put("a", "2"), 2), (put("b", "9"), 3)]);
+        let put = |ws: &str, v: &str| ShardCommand::ContextPut {
+            ws: ws.into(),
+            key: "k".into(),
+            value: v.into(),
+        };
+        let out = run(
+            &mut s,
+            &[(put("a", "1"), 1), (put("a", "2"), 2), (put("b", "9"), 3)],
+        );
         assert!(matches!(&out[1], ShardResponse::Context(e) if e.version == 2 && e.value == "2"));
         assert!(matches!(&out[2], ShardResponse::Context(e) if e.version == 1));
         let get = |s: &BTreeMap<Vec<u8>, Vec<u8>>, ws: &str| {
-            query(s, &ShardQuery::ContextGet { ws: ws.into(), key: "k".into() })
+            query(
+                s,
+                &ShardQuery::ContextGet {
+                    ws: ws.into(),
+                    key: "k".into(),
+                },
+            )
         };
         assert!(matches!(get(&s, "a").unwrap(), ShardReadResult::Context(e) if e.value == "2"));
         assert!(matches!(get(&s, "c"), Err(e) if e.code == ErrorCode::NotFound));
-        let del = run(&mut s, &[(ShardCommand::ContextDelete { ws: "a".into(), key: "k".into() }, 4)]);
+        let del = run(
+            &mut s,
+            &[(
+                ShardCommand::ContextDelete {
+                    ws: "a".into(),
+                    key: "k".into(),
+                },
+                4,
+            )],
+        );
         assert!(matches!(&del[0], ShardResponse::Deleted(_)));
         assert!(get(&s, "a").is_err());
         assert!(get(&s, "b").is_ok());

@@ -64,7 +64,8 @@ pub mod typ {
     /// openraft's RPC error.
     pub type RPCError<E = openraft::errors::Infallible> = openraft::errors::RPCError<TypeConfig, E>;
     /// openraft's API error.
-    pub type RaftError<E = openraft::errors::Infallible> = openraft::errors::RaftError<TypeConfig, E>;
+    pub type RaftError<E = openraft::errors::Infallible> =
+        openraft::errors::RaftError<TypeConfig, E>;
     /// openraft's streaming error.
     pub type StreamingError = openraft::errors::StreamingError<TypeConfig>;
     /// AppendEntries request.

@@ -31,5 +31,7 @@ async fn shard_storage_passes_openraft_suite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn meta_storage_passes_openraft_suite() {
-    Suite::test_all(Builder { group: META_GROUP }).await.unwrap();
+    Suite::test_all(Builder { group: META_GROUP })
+        .await
+        .unwrap();
 }

@@ -25,10 +25,15 @@ pub(super) struct LocateQuery {
     task: Option<String>,
 }
 
-pub(super) async fn status(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+pub(super) async fn status(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Value>> {
     caller.require(Scope::Admin)?;
     let status = cluster_status(state.groups()).await;
-    Ok(Json(serde_json::to_value(status).map_err(|e| ApiError::internal(e.to_string()))?))
+    Ok(Json(
+        serde_json::to_value(status).map_err(|e| ApiError::internal(e.to_string()))?,
+    ))
 }
 
 pub(super) async fn locate(
@@ -39,15 +44,23 @@ pub(super) async fn locate(
     caller.require(Scope::Read)?;
     let Query(q) = q?;
     let group = match (q.task, q.kind, q.name) {
-        (Some(task), None, None) => shard_of_task_id(&task).ok_or_else(|| ApiError::bad_request("malformed task id"))?,
+        (Some(task), None, None) => {
+            shard_of_task_id(&task).ok_or_else(|| ApiError::bad_request("malformed task id"))?
+        }
         (None, Some(kind), Some(name)) => {
             if !matches!(kind.as_str(), "context" | "topic" | "queue") {
-                return Err(ApiError::bad_request("kind must be context, topic or queue"));
+                return Err(ApiError::bad_request(
+                    "kind must be context, topic or queue",
+                ));
             }
             validate::key("name", &name)?;
             shard(&state, &caller.workspace, &kind, &name)?
         }
-        _ => return Err(ApiError::bad_request("give either `task`, or `kind` and `name`")),
+        _ => {
+            return Err(ApiError::bad_request(
+                "give either `task`, or `kind` and `name`",
+            ))
+        }
     };
     let replicas: Vec<NodeId> = state
         .groups()
@@ -58,7 +71,9 @@ pub(super) async fn locate(
         .get(&group)
         .map(|s| s.replicas.iter().copied().collect())
         .ok_or_else(|| ApiError::not_found(format!("shard {group} not found")))?;
-    Ok(Json(json!({"shard": group, "leader": state.router.leader_of(group), "replicas": replicas})))
+    Ok(Json(
+        json!({"shard": group, "leader": state.router.leader_of(group), "replicas": replicas}),
+    ))
 }
 
 pub(super) async fn remove_node(
@@ -68,11 +83,15 @@ pub(super) async fn remove_node(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require(Scope::Admin)?;
     let Path(id) = id?;
-    let cmd = MetaCommand::SetNodeState { id, state: NodeState::Draining };
+    let cmd = MetaCommand::SetNodeState {
+        id,
+        state: NodeState::Draining,
+    };
     match run(&state, META_GROUP, ClientRequest::Meta(cmd)).await? {
-        ClientResponse::Meta(MetaResponse::Ok) => {
-            Ok((StatusCode::ACCEPTED, Json(json!({"node_id": id, "state": "draining"}))))
-        }
+        ClientResponse::Meta(MetaResponse::Ok) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"node_id": id, "state": "draining"})),
+        )),
         ClientResponse::Meta(MetaResponse::Refused(e)) => Err(e.into()),
         other => Err(unexpected(other)),
     }

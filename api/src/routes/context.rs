@@ -42,9 +42,14 @@ pub(super) async fn put(
     let Path(key) = key?;
     validate::key("key", &key)?;
     let Json(body) = body?;
-    let value = serde_json::to_string(&body.value).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let value =
+        serde_json::to_string(&body.value).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let group = shard(&state, &caller.workspace, "context", &key)?;
-    let cmd = ShardCommand::ContextPut { ws: caller.workspace.clone(), key, value };
+    let cmd = ShardCommand::ContextPut {
+        ws: caller.workspace.clone(),
+        key,
+        value,
+    };
     match run(&state, group, ClientRequest::Write(cmd)).await? {
         ClientResponse::Write(ShardResponse::Context(e)) => Ok(Json(entry_json(&e))),
         ClientResponse::Write(ShardResponse::Refused(e)) => Err(e.into()),
@@ -61,7 +66,10 @@ pub(super) async fn get(
     let Path(key) = key?;
     validate::key("key", &key)?;
     let group = shard(&state, &caller.workspace, "context", &key)?;
-    let q = ShardQuery::ContextGet { ws: caller.workspace.clone(), key };
+    let q = ShardQuery::ContextGet {
+        ws: caller.workspace.clone(),
+        key,
+    };
     match run(&state, group, ClientRequest::Read(q)).await? {
         ClientResponse::Read(ShardReadResult::Context(e)) => Ok(Json(entry_json(&e))),
         other => Err(unexpected(other)),
@@ -77,9 +85,14 @@ pub(super) async fn delete(
     let Path(key) = key?;
     validate::key("key", &key)?;
     let group = shard(&state, &caller.workspace, "context", &key)?;
-    let cmd = ShardCommand::ContextDelete { ws: caller.workspace.clone(), key };
+    let cmd = ShardCommand::ContextDelete {
+        ws: caller.workspace.clone(),
+        key,
+    };
     match run(&state, group, ClientRequest::Write(cmd)).await? {
-        ClientResponse::Write(ShardResponse::Deleted(key)) => Ok(Json(json!({"key": key, "deleted": true}))),
+        ClientResponse::Write(ShardResponse::Deleted(key)) => {
+            Ok(Json(json!({"key": key, "deleted": true})))
+        }
         ClientResponse::Write(ShardResponse::Refused(e)) => Err(e.into()),
         other => Err(unexpected(other)),
     }
@@ -101,7 +114,11 @@ pub(super) async fn list(
     let shards = state.groups().meta().read().expect("meta lock").shard_count;
     let calls = (1..=shards).map(|group| {
         let state = &state;
-        let query = ShardQuery::ContextList { ws: caller.workspace.clone(), after: q.cursor.clone(), limit };
+        let query = ShardQuery::ContextList {
+            ws: caller.workspace.clone(),
+            after: q.cursor.clone(),
+            limit,
+        };
         async move { run(state, group, ClientRequest::Read(query)).await }
     });
     let mut entries = Vec::new();
@@ -114,6 +131,12 @@ pub(super) async fn list(
     entries.sort_by(|a, b| a.key.cmp(&b.key));
     let more = entries.len() > limit;
     entries.truncate(limit);
-    let next_cursor = if more { entries.last().map(|e| e.key.clone()) } else { None };
-    Ok(Json(json!({"items": entries.iter().map(entry_json).collect::<Vec<_>>(), "next_cursor": next_cursor})))
+    let next_cursor = if more {
+        entries.last().map(|e| e.key.clone())
+    } else {
+        None
+    };
+    Ok(Json(
+        json!({"items": entries.iter().map(entry_json).collect::<Vec<_>>(), "next_cursor": next_cursor}),
+    ))
 }

@@ -41,7 +41,9 @@ pub(super) async fn create(
     match run(&state, META_GROUP, ClientRequest::Meta(cmd)).await? {
         ClientResponse::Meta(MetaResponse::ApiKeyId(id)) => Ok((
             StatusCode::CREATED,
-            Json(json!({"id": id, "name": body.name, "scope": body.scope, "workspace_id": caller.workspace, "key": secret})),
+            Json(
+                json!({"id": id, "name": body.name, "scope": body.scope, "workspace_id": caller.workspace, "key": secret}),
+            ),
         )),
         ClientResponse::Meta(MetaResponse::Refused(e)) => Err(e.into()),
         other => Err(unexpected(other)),

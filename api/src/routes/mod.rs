@@ -25,7 +25,10 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/context", get(context::list))
-        .route("/v1/context/{key}", put(context::put).get(context::get).delete(context::delete))
+        .route(
+            "/v1/context/{key}",
+            put(context::put).get(context::get).delete(context::delete),
+        )
         .route("/v1/topics", post(topics::create))
         .route("/v1/topics/{name}/publish", post(topics::publish))
         .route("/v1/topics/{name}/messages", get(topics::messages))
@@ -47,11 +50,16 @@ async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> (StatusCode, Json<Value>) {
+async fn readyz(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> (StatusCode, Json<Value>) {
     if state.ready() {
         (StatusCode::OK, Json(json!({"status": "ready"})))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not ready"})))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not ready"})),
+        )
     }
 }
 
@@ -62,7 +70,10 @@ async fn run(state: &AppState, group: GroupId, req: ClientRequest) -> ApiResult<
 
 /// The shard of an entity, or 503 before the cluster is bootstrapped.
 fn shard(state: &AppState, ws: &str, kind: &str, name: &str) -> ApiResult<GroupId> {
-    state.router.shard_of(ws, kind, name).ok_or_else(|| ApiError::unavailable("the cluster is not bootstrapped yet"))
+    state
+        .router
+        .shard_of(ws, kind, name)
+        .ok_or_else(|| ApiError::unavailable("the cluster is not bootstrapped yet"))
 }
 
 /// Parses stored JSON text back into a value.

@@ -55,9 +55,8 @@ fn task_shard(state: &AppState, id: &str) -> ApiResult<u64> {
 
 fn task_result(resp: ClientResponse) -> ApiResult<Json<Value>> {
     match resp {
-        ClientResponse::Write(ShardResponse::Task(t)) | ClientResponse::Read(ShardReadResult::Task(t)) => {
-            Ok(Json(task_json(&t)))
-        }
+        ClientResponse::Write(ShardResponse::Task(t))
+        | ClientResponse::Read(ShardReadResult::Task(t)) => Ok(Json(task_json(&t))),
         ClientResponse::Write(ShardResponse::Refused(e)) => Err(e.into()),
         other => Err(unexpected(other)),
     }
@@ -71,7 +70,12 @@ pub(super) async fn create(
     caller.require(Scope::Full)?;
     let Json(body) = body?;
     validate::text("title", &body.title, validate::MAX_TITLE_BYTES, true)?;
-    validate::text("description", &body.description, validate::MAX_DESCRIPTION_BYTES, false)?;
+    validate::text(
+        "description",
+        &body.description,
+        validate::MAX_DESCRIPTION_BYTES,
+        false,
+    )?;
     let group = shard(&state, &caller.workspace, "queue", DEFAULT_QUEUE)?;
     let cmd = ShardCommand::TaskCreate {
         ws: caller.workspace.clone(),
@@ -92,7 +96,10 @@ pub(super) async fn get(
     caller.require(Scope::Read)?;
     let Path(id) = id?;
     let group = task_shard(&state, &id)?;
-    let q = ShardQuery::TaskGet { ws: caller.workspace.clone(), id };
+    let q = ShardQuery::TaskGet {
+        ws: caller.workspace.clone(),
+        id,
+    };
     task_result(run(&state, group, ClientRequest::Read(q)).await?)
 }
 
@@ -109,8 +116,15 @@ pub(super) async fn claim(
     validate::name("agent", &body.agent)?;
     let lease_secs = body.lease_secs.unwrap_or(DEFAULT_LEASE_SECS);
     if !(1..=MAX_LEASE_SECS).contains(&lease_secs) {
-        return Err(ApiError::bad_request(format!("lease_secs must be 1 to {MAX_LEASE_SECS}")));
+        return Err(ApiError::bad_request(format!(
+            "lease_secs must be 1 to {MAX_LEASE_SECS}"
+        )));
     }
-    let cmd = ShardCommand::TaskClaim { ws: caller.workspace.clone(), id, agent: body.agent, lease_secs };
+    let cmd = ShardCommand::TaskClaim {
+        ws: caller.workspace.clone(),
+        id,
+        agent: body.agent,
+        lease_secs,
+    };
     task_result(run(&state, group, ClientRequest::Write(cmd)).await?)
 }

@@ -55,12 +55,20 @@ pub(super) async fn create(
     validate::name("name", &body.name)?;
     let retention_hours = body.retention_hours.unwrap_or(DEFAULT_RETENTION_HOURS);
     if !(1..=MAX_RETENTION_HOURS).contains(&retention_hours) {
-        return Err(ApiError::bad_request(format!("retention_hours must be 1 to {MAX_RETENTION_HOURS}")));
+        return Err(ApiError::bad_request(format!(
+            "retention_hours must be 1 to {MAX_RETENTION_HOURS}"
+        )));
     }
     let group = shard(&state, &caller.workspace, "topic", &body.name)?;
-    let cmd = ShardCommand::TopicCreate { ws: caller.workspace.clone(), name: body.name, retention_hours };
+    let cmd = ShardCommand::TopicCreate {
+        ws: caller.workspace.clone(),
+        name: body.name,
+        retention_hours,
+    };
     match run(&state, group, ClientRequest::Write(cmd)).await? {
-        ClientResponse::Write(ShardResponse::Topic(t)) => Ok((StatusCode::CREATED, Json(topic_json(&t)))),
+        ClientResponse::Write(ShardResponse::Topic(t)) => {
+            Ok((StatusCode::CREATED, Json(topic_json(&t))))
+        }
         ClientResponse::Write(ShardResponse::Refused(e)) => Err(e.into()),
         other => Err(unexpected(other)),
     }
@@ -76,13 +84,23 @@ pub(super) async fn publish(
     let Path(name) = name?;
     validate::name("topic", &name)?;
     let Json(body) = body?;
-    let text = serde_json::to_string(&body.body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let text =
+        serde_json::to_string(&body.body).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let group = shard(&state, &caller.workspace, "topic", &name)?;
-    let cmd = ShardCommand::TopicPublish { ws: caller.workspace.clone(), topic: name, body: text };
+    let cmd = ShardCommand::TopicPublish {
+        ws: caller.workspace.clone(),
+        topic: name,
+        body: text,
+    };
     match run(&state, group, ClientRequest::Write(cmd)).await? {
-        ClientResponse::Write(ShardResponse::Published { topic, seq, published_at }) => {
-            Ok((StatusCode::CREATED, Json(json!({"topic": topic, "seq": seq, "published_at": published_at}))))
-        }
+        ClientResponse::Write(ShardResponse::Published {
+            topic,
+            seq,
+            published_at,
+        }) => Ok((
+            StatusCode::CREATED,
+            Json(json!({"topic": topic, "seq": seq, "published_at": published_at})),
+        )),
         ClientResponse::Write(ShardResponse::Refused(e)) => Err(e.into()),
         other => Err(unexpected(other)),
     }
@@ -101,7 +119,12 @@ pub(super) async fn messages(
     let limit = validate::limit(q.limit, 100)?;
     let since = q.since.unwrap_or(0);
     let group = shard(&state, &caller.workspace, "topic", &name)?;
-    let query = ShardQuery::TopicMessages { ws: caller.workspace.clone(), topic: name, since, limit };
+    let query = ShardQuery::TopicMessages {
+        ws: caller.workspace.clone(),
+        topic: name,
+        since,
+        limit,
+    };
     match run(&state, group, ClientRequest::Read(query)).await? {
         ClientResponse::Read(ShardReadResult::Messages(msgs)) => {
             let next_since = msgs.last().map_or(since, |m| m.seq);

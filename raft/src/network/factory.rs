@@ -32,7 +32,11 @@ pub struct GroupNetworkFactory {
 impl GroupNetworkFactory {
     /// The network of `group`.
     pub fn new(group: GroupId, peers: Peers, heartbeats: HeartbeatCoalescer) -> Self {
-        Self { group, peers, heartbeats }
+        Self {
+            group,
+            peers,
+            heartbeats,
+        }
     }
 }
 
@@ -78,16 +82,35 @@ impl GroupNetwork {
         let ttl = option.soft_ttl();
         let fut = async {
             match (&self.heartbeats, kind) {
-                (Some(hb), RaftKind::Append) => hb.send(&self.addr, self.group, payload).await.map_err(unreachable),
+                (Some(hb), RaftKind::Append) => hb
+                    .send(&self.addr, self.group, payload)
+                    .await
+                    .map_err(unreachable),
                 _ => {
-                    let mut client = self.peers.client(&self.addr).map_err(|e| unreachable(e.to_string()))?;
-                    let req = RaftRequest { group: self.group, kind: kind as i32, payload };
-                    client.raft(req).await.map(|r| r.into_inner()).map_err(status_err)
+                    let mut client = self
+                        .peers
+                        .client(&self.addr)
+                        .map_err(|e| unreachable(e.to_string()))?;
+                    let req = RaftRequest {
+                        group: self.group,
+                        kind: kind as i32,
+                        payload,
+                    };
+                    client
+                        .raft(req)
+                        .await
+                        .map(|r| r.into_inner())
+                        .map_err(status_err)
                 }
             }
         };
         let reply = tokio::time::timeout(ttl, fut).await.map_err(|_| {
-            RPCError::Timeout(Timeout { action: openraft::RPCTypes::AppendEntries, id: self.target, target: self.target, timeout: ttl })
+            RPCError::Timeout(Timeout {
+                action: openraft::RPCTypes::AppendEntries,
+                id: self.target,
+                target: self.target,
+                timeout: ttl,
+            })
         })??;
         decode_reply(reply)
     }
@@ -124,11 +147,19 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
         self.call(RaftKind::Append, &rpc, &option).await
     }
 
-    async fn vote(&mut self, rpc: VoteRequest, option: RPCOption) -> Result<VoteResponse, RPCError> {
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest,
+        option: RPCOption,
+    ) -> Result<VoteResponse, RPCError> {
         self.call(RaftKind::Vote, &rpc, &option).await
     }
 
-    async fn pre_vote(&mut self, rpc: VoteRequest, option: RPCOption) -> Result<VoteResponse, RPCError> {
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest,
+        option: RPCOption,
+    ) -> Result<VoteResponse, RPCError> {
         self.call(RaftKind::PreVote, &rpc, &option).await
     }
 
@@ -152,14 +183,31 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
         let data = snapshot.snapshot.into_inner();
         let mut chunks: Vec<SnapshotChunk> = data
             .chunks(SNAPSHOT_CHUNK)
-            .map(|c| SnapshotChunk { group, meta: Vec::new(), data: c.to_vec() })
+            .map(|c| SnapshotChunk {
+                group,
+                meta: Vec::new(),
+                data: c.to_vec(),
+            })
             .collect();
         if chunks.is_empty() {
-            chunks.push(SnapshotChunk { group, meta: Vec::new(), data: Vec::new() });
+            chunks.push(SnapshotChunk {
+                group,
+                meta: Vec::new(),
+                data: Vec::new(),
+            });
         }
         chunks[0].meta = meta;
-        tracing::info!(group, target = self.target, bytes = data.len(), chunks = chunks.len(), "sending snapshot");
-        let mut client = self.peers.client(&self.addr).map_err(|e| unreachable(e.to_string()))?;
+        tracing::info!(
+            group,
+            target = self.target,
+            bytes = data.len(),
+            chunks = chunks.len(),
+            "sending snapshot"
+        );
+        let mut client = self
+            .peers
+            .client(&self.addr)
+            .map_err(|e| unreachable(e.to_string()))?;
         let send = async move {
             let reply = client
                 .install_snapshot(tokio_stream::iter(chunks))

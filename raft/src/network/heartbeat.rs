@@ -35,11 +35,19 @@ pub struct HeartbeatCoalescer {
 impl HeartbeatCoalescer {
     /// Batching over `peers`' connections.
     pub fn new(peers: Peers) -> Self {
-        Self { peers, queues: Arc::default() }
+        Self {
+            peers,
+            queues: Arc::default(),
+        }
     }
 
     /// Sends one group's encoded heartbeat to `addr` as part of a batch; returns its reply.
-    pub async fn send(&self, addr: &str, group: GroupId, payload: Vec<u8>) -> Result<RaftReply, String> {
+    pub async fn send(
+        &self,
+        addr: &str,
+        group: GroupId,
+        payload: Vec<u8>,
+    ) -> Result<RaftReply, String> {
         let queue = {
             let mut queues = self.queues.lock().expect("heartbeat lock");
             queues
@@ -49,9 +57,14 @@ impl HeartbeatCoalescer {
         };
         let (tx, rx) = oneshot::channel();
         queue
-            .try_send(Pending { group, payload, reply: tx })
+            .try_send(Pending {
+                group,
+                payload,
+                reply: tx,
+            })
             .map_err(|_| format!("heartbeat queue to {addr} is full"))?;
-        rx.await.map_err(|_| "heartbeat sender stopped".to_string())?
+        rx.await
+            .map_err(|_| "heartbeat sender stopped".to_string())?
     }
 
     fn spawn_sender(&self, addr: String) -> mpsc::Sender<Pending> {
@@ -64,7 +77,13 @@ impl HeartbeatCoalescer {
                 while let Ok(p) = rx.try_recv() {
                     batch.push(p);
                 }
-                let items = batch.iter().map(|p| GroupHeartbeat { group: p.group, payload: p.payload.clone() }).collect();
+                let items = batch
+                    .iter()
+                    .map(|p| GroupHeartbeat {
+                        group: p.group,
+                        payload: p.payload.clone(),
+                    })
+                    .collect();
                 let result = match peers.client(&addr) {
                     Ok(mut client) => client
                         .heartbeat(HeartbeatBatch { items })

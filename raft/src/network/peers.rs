@@ -21,7 +21,8 @@ pub struct SecretInterceptor {
 
 impl tonic::service::Interceptor for SecretInterceptor {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        req.metadata_mut().insert(SECRET_HEADER, self.secret.clone());
+        req.metadata_mut()
+            .insert(SECRET_HEADER, self.secret.clone());
         Ok(req)
     }
 }
@@ -40,7 +41,10 @@ impl Peers {
     /// Connections that authenticate with `secret`.
     pub fn new(secret: &str) -> Self {
         let secret = secret.parse().expect("cluster secret is printable ascii");
-        Self { interceptor: SecretInterceptor { secret }, channels: Arc::default() }
+        Self {
+            interceptor: SecretInterceptor { secret },
+            channels: Arc::default(),
+        }
     }
 
     /// A client for the peer at `addr` (`host:port`), sharing that peer's one connection.
@@ -61,8 +65,10 @@ impl Peers {
                 }
             }
         };
-        Ok(peer_client::PeerClient::with_interceptor(channel, self.interceptor.clone())
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20))
+        Ok(
+            peer_client::PeerClient::with_interceptor(channel, self.interceptor.clone())
+                .max_decoding_message_size(64 << 20)
+                .max_encoding_message_size(64 << 20),
+        )
     }
 }

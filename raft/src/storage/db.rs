@@ -36,11 +36,15 @@ impl Db {
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(io_err)?;
-        Ok(Self { inner: Arc::new(db) })
+        Ok(Self {
+            inner: Arc::new(db),
+        })
     }
 
     pub(crate) fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
-        self.inner.cf_handle(name).expect("column family created at open")
+        self.inner
+            .cf_handle(name)
+            .expect("column family created at open")
     }
 
     /// Groups that have any Raft state stored here.
@@ -49,7 +53,10 @@ impl Db {
         let mut from = 0u64;
         loop {
             let key = from.to_be_bytes();
-            let mut it = self.inner.iterator_cf(self.cf(CF_RAFT), IteratorMode::From(&key, Direction::Forward));
+            let mut it = self.inner.iterator_cf(
+                self.cf(CF_RAFT),
+                IteratorMode::From(&key, Direction::Forward),
+            );
             match it.next() {
                 Some(item) => {
                     let (k, _) = item.map_err(io_err)?;
@@ -120,10 +127,18 @@ impl<'a> GroupKv<'a> {
 
 impl KvRead for GroupKv<'_> {
     fn get(&self, key: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
-        self.db.inner.get_cf(self.db.cf(CF_SM), gkey(self.group, key)).map_err(io_err)
+        self.db
+            .inner
+            .get_cf(self.db.cf(CF_SM), gkey(self.group, key))
+            .map_err(io_err)
     }
 
-    fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let full_prefix = gkey(self.group, prefix);
         let start = match after {
             Some(a) if a > prefix => {
@@ -134,7 +149,10 @@ impl KvRead for GroupKv<'_> {
             _ => full_prefix.clone(),
         };
         let mut out = Vec::new();
-        let it = self.db.inner.iterator_cf(self.db.cf(CF_SM), IteratorMode::From(&start, Direction::Forward));
+        let it = self.db.inner.iterator_cf(
+            self.db.cf(CF_SM),
+            IteratorMode::From(&start, Direction::Forward),
+        );
         for item in it {
             let (k, v) = item.map_err(io_err)?;
             if !k.starts_with(&full_prefix) || out.len() >= limit {

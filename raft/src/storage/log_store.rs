@@ -37,11 +37,20 @@ impl LogStore {
     }
 
     fn get_raft<T: serde::de::DeserializeOwned>(&self, tag: &[u8]) -> std::io::Result<Option<T>> {
-        let v = self.db.inner.get_cf(self.db.cf(CF_RAFT), gkey(self.group, tag)).map_err(io_err)?;
+        let v = self
+            .db
+            .inner
+            .get_cf(self.db.cf(CF_RAFT), gkey(self.group, tag))
+            .map_err(io_err)?;
         v.map(|b| decode_io(&b)).transpose()
     }
 
-    fn put_raft<T: serde::Serialize>(&self, tag: &[u8], value: &T, sync: bool) -> std::io::Result<()> {
+    fn put_raft<T: serde::Serialize>(
+        &self,
+        tag: &[u8],
+        value: &T,
+        sync: bool,
+    ) -> std::io::Result<()> {
         let mut opts = WriteOptions::default();
         opts.set_sync(sync);
         let mut batch = WriteBatch::default();
@@ -62,7 +71,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
         };
         let from = self.log_key(start);
         let mut out = Vec::new();
-        let it = self.db.inner.iterator_cf(self.db.cf(CF_LOG), IteratorMode::From(&from, Direction::Forward));
+        let it = self.db.inner.iterator_cf(
+            self.db.cf(CF_LOG),
+            IteratorMode::From(&from, Direction::Forward),
+        );
         for item in it {
             let (k, v) = item.map_err(io_err)?;
             if k.len() != 16 || k[..8] != self.group.to_be_bytes() {
@@ -88,7 +100,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> std::io::Result<LogState<TypeConfig>> {
         let last_purged: Option<LogId> = self.get_raft(PURGED)?;
         let end = self.log_key(u64::MAX);
-        let mut it = self.db.inner.iterator_cf(self.db.cf(CF_LOG), IteratorMode::From(&end, Direction::Reverse));
+        let mut it = self.db.inner.iterator_cf(
+            self.db.cf(CF_LOG),
+            IteratorMode::From(&end, Direction::Reverse),
+        );
         let last = match it.next() {
             Some(item) => {
                 let (k, v) = item.map_err(io_err)?;
@@ -101,7 +116,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             None => None,
         };
-        Ok(LogState { last_log_id: last.or_else(|| last_purged.clone()), last_purged_log_id: last_purged })
+        Ok(LogState {
+            last_log_id: last.or(last_purged),
+            last_purged_log_id: last_purged,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -120,14 +138,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.get_raft::<Option<LogId>>(COMMITTED)?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> std::io::Result<()>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> std::io::Result<()>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let mut batch = WriteBatch::default();
         for entry in entries {
-            batch.put_cf(self.db.cf(CF_LOG), self.log_key(entry.index()), encode(&entry));
+            batch.put_cf(
+                self.db.cf(CF_LOG),
+                self.log_key(entry.index()),
+                encode(&entry),
+            );
         }
         // Written unsynced so the entries are readable now; durable once the fsync thread runs.
         self.db.inner.write(batch).map_err(io_err)?;
@@ -138,7 +164,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> std::io::Result<()> {
         let from = last_log_id.map_or(0, |l| l.index() + 1);
         let mut batch = WriteBatch::default();
-        batch.delete_range_cf(self.db.cf(CF_LOG), self.log_key(from), self.log_key(u64::MAX));
+        batch.delete_range_cf(
+            self.db.cf(CF_LOG),
+            self.log_key(from),
+            self.log_key(u64::MAX),
+        );
         batch.delete_cf(self.db.cf(CF_LOG), self.log_key(u64::MAX));
         self.db.inner.write(batch).map_err(io_err)
     }
@@ -147,7 +177,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Record the purge point first: entries at or below it are ignored from then on.
         self.put_raft(PURGED, &log_id, false)?;
         let mut batch = WriteBatch::default();
-        batch.delete_range_cf(self.db.cf(CF_LOG), self.log_key(0), self.log_key(log_id.index() + 1));
+        batch.delete_range_cf(
+            self.db.cf(CF_LOG),
+            self.log_key(0),
+            self.log_key(log_id.index() + 1),
+        );
         self.db.inner.write(batch).map_err(io_err)
     }
 }

@@ -59,7 +59,12 @@ impl StateMachine {
     /// The state machine of `group`. `meta` is the node's in-memory meta state, loaded here for
     /// the meta group and only read by shards.
     pub fn open(group: GroupId, db: Db, meta: Arc<RwLock<MetaState>>) -> std::io::Result<Self> {
-        let sm = Self { group, db, meta, applied: Arc::new(tokio::sync::watch::channel(0).0) };
+        let sm = Self {
+            group,
+            db,
+            meta,
+            applied: Arc::new(tokio::sync::watch::channel(0).0),
+        };
         if group == META_GROUP {
             if let Some(state) = sm.get_smmeta::<MetaState>(META_STATE)? {
                 *sm.meta.write().expect("meta lock") = state;
@@ -76,13 +81,19 @@ impl StateMachine {
     }
 
     fn get_smmeta<T: serde::de::DeserializeOwned>(&self, tag: &[u8]) -> std::io::Result<Option<T>> {
-        let v = self.db.inner.get_cf(self.db.cf(CF_SMMETA), gkey(self.group, tag)).map_err(io_err)?;
+        let v = self
+            .db
+            .inner
+            .get_cf(self.db.cf(CF_SMMETA), gkey(self.group, tag))
+            .map_err(io_err)?;
         v.map(|b| decode_io(&b)).transpose()
     }
 
     fn read_applied(&self) -> std::io::Result<(Option<LogId>, StoredMembership)> {
         let applied = self.get_smmeta::<Option<LogId>>(APPLIED)?.flatten();
-        let membership = self.get_smmeta::<StoredMembership>(MEMBERSHIP)?.unwrap_or_default();
+        let membership = self
+            .get_smmeta::<StoredMembership>(MEMBERSHIP)?
+            .unwrap_or_default();
         Ok((applied, membership))
     }
 }
@@ -94,29 +105,54 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let snap = this.db.inner.snapshot();
-            let read = |tag: &[u8]| snap.get_cf(this.db.cf(CF_SMMETA), gkey(this.group, tag)).map_err(io_err);
-            let applied: Option<LogId> = read(APPLIED)?.map(|b| decode_io::<Option<LogId>>(&b)).transpose()?.flatten();
-            let membership: StoredMembership =
-                read(MEMBERSHIP)?.map(|b| decode_io(&b)).transpose()?.unwrap_or_default();
-            let meta_state: Option<MetaState> = read(META_STATE)?.map(|b| decode_io(&b)).transpose()?;
+            let read = |tag: &[u8]| {
+                snap.get_cf(this.db.cf(CF_SMMETA), gkey(this.group, tag))
+                    .map_err(io_err)
+            };
+            let applied: Option<LogId> = read(APPLIED)?
+                .map(|b| decode_io::<Option<LogId>>(&b))
+                .transpose()?
+                .flatten();
+            let membership: StoredMembership = read(MEMBERSHIP)?
+                .map(|b| decode_io(&b))
+                .transpose()?
+                .unwrap_or_default();
+            let meta_state: Option<MetaState> =
+                read(META_STATE)?.map(|b| decode_io(&b)).transpose()?;
             let (from, to) = group_range(this.group);
             let mut kvs = Vec::new();
-            for item in snap.iterator_cf(this.db.cf(CF_SM), IteratorMode::From(&from, Direction::Forward)) {
+            for item in snap.iterator_cf(
+                this.db.cf(CF_SM),
+                IteratorMode::From(&from, Direction::Forward),
+            ) {
                 let (k, v) = item.map_err(io_err)?;
                 if k.as_ref() >= to.as_slice() {
                     break;
                 }
                 kvs.push((k[8..].to_vec(), v.to_vec()));
             }
-            let meta = SnapshotMeta { last_log_id: applied, last_membership: membership };
+            let meta = SnapshotMeta {
+                last_log_id: applied,
+                last_membership: membership,
+            };
             let data = encode(&SnapshotPayload { meta_state, kvs });
-            let stored = StoredSnapshot { meta: meta.clone(), data: data.clone() };
+            let stored = StoredSnapshot {
+                meta: meta.clone(),
+                data: data.clone(),
+            };
             this.db
                 .inner
-                .put_cf(this.db.cf(CF_SMMETA), gkey(this.group, SNAPSHOT), encode(&stored))
+                .put_cf(
+                    this.db.cf(CF_SMMETA),
+                    gkey(this.group, SNAPSHOT),
+                    encode(&stored),
+                )
                 .map_err(io_err)?;
             tracing::info!(group = this.group, bytes = data.len(), "built snapshot");
-            Ok(Snapshot { meta, snapshot: Cursor::new(data) })
+            Ok(Snapshot {
+                meta,
+                snapshot: Cursor::new(data),
+            })
         })
         .await
         .map_err(io_err)?
@@ -144,11 +180,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut replies = Vec::new();
 
         while let Some((entry, responder)) = entries.try_next().await? {
-            last_applied = Some(entry.log_id.clone());
+            last_applied = Some(entry.log_id);
             let response = match &entry.payload {
                 EntryPayload::Blank => Response::None,
                 EntryPayload::Membership(m) => {
-                    membership = Some(StoredMembership::new(Some(entry.log_id.clone()), m.clone()));
+                    membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
                     Response::None
                 }
                 EntryPayload::Normal(p) => match (&p.command, self.group == META_GROUP) {
@@ -156,9 +192,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         meta_changed = true;
                         Response::Meta(self.meta.write().expect("meta lock").apply(cmd, p.at_ms))
                     }
-                    (Command::Shard(cmd), false) => Response::Shard(shard::apply(&mut txn, self.group, cmd, p.at_ms)?),
+                    (Command::Shard(cmd), false) => {
+                        Response::Shard(shard::apply(&mut txn, self.group, cmd, p.at_ms)?)
+                    }
                     _ => {
-                        tracing::warn!(group = self.group, "command sent to the wrong kind of group");
+                        tracing::warn!(
+                            group = self.group,
+                            "command sent to the wrong kind of group"
+                        );
                         Response::None
                     }
                 },
@@ -179,10 +220,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             batch.put_cf(self.db.cf(CF_SMMETA), gkey(self.group, META_STATE), state);
         }
         if let Some(m) = &membership {
-            batch.put_cf(self.db.cf(CF_SMMETA), gkey(self.group, MEMBERSHIP), encode(m));
+            batch.put_cf(
+                self.db.cf(CF_SMMETA),
+                gkey(self.group, MEMBERSHIP),
+                encode(m),
+            );
         }
         if let Some(l) = &last_applied {
-            batch.put_cf(self.db.cf(CF_SMMETA), gkey(self.group, APPLIED), encode(&Some(l.clone())));
+            batch.put_cf(
+                self.db.cf(CF_SMMETA),
+                gkey(self.group, APPLIED),
+                encode(&Some(*l)),
+            );
         }
         // A failed write here would let replicas diverge: the error halts this group's Raft.
         self.db.inner.write(batch).map_err(io_err)?;
@@ -199,7 +248,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> std::io::Result<()> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotData,
+    ) -> std::io::Result<()> {
         let payload: SnapshotPayload = decode_io(snapshot.get_ref())?;
         let (from, to) = group_range(self.group);
         let mut batch = WriteBatch::default();
@@ -208,19 +261,39 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             batch.put_cf(self.db.cf(CF_SM), gkey(self.group, k), v);
         }
         if let Some(state) = &payload.meta_state {
-            batch.put_cf(self.db.cf(CF_SMMETA), gkey(self.group, META_STATE), encode(state));
+            batch.put_cf(
+                self.db.cf(CF_SMMETA),
+                gkey(self.group, META_STATE),
+                encode(state),
+            );
         }
-        batch.put_cf(self.db.cf(CF_SMMETA), gkey(self.group, MEMBERSHIP), encode(&meta.last_membership));
-        batch.put_cf(self.db.cf(CF_SMMETA), gkey(self.group, APPLIED), encode(&meta.last_log_id));
-        let stored = StoredSnapshot { meta: meta.clone(), data: snapshot.into_inner() };
-        batch.put_cf(self.db.cf(CF_SMMETA), gkey(self.group, SNAPSHOT), encode(&stored));
+        batch.put_cf(
+            self.db.cf(CF_SMMETA),
+            gkey(self.group, MEMBERSHIP),
+            encode(&meta.last_membership),
+        );
+        batch.put_cf(
+            self.db.cf(CF_SMMETA),
+            gkey(self.group, APPLIED),
+            encode(&meta.last_log_id),
+        );
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: snapshot.into_inner(),
+        };
+        batch.put_cf(
+            self.db.cf(CF_SMMETA),
+            gkey(self.group, SNAPSHOT),
+            encode(&stored),
+        );
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
         self.db.inner.write_opt(batch, &opts).map_err(io_err)?;
         if let Some(state) = payload.meta_state {
             *self.meta.write().expect("meta lock") = state;
         }
-        self.applied.send_replace(meta.last_log_id.as_ref().map_or(0, |l| l.index()));
+        self.applied
+            .send_replace(meta.last_log_id.as_ref().map_or(0, |l| l.index()));
         tracing::info!(group = self.group, last = ?meta.last_log_id, "installed snapshot");
         Ok(())
     }
@@ -228,6 +301,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(&mut self) -> std::io::Result<Option<Snapshot>> {
         Ok(self
             .get_smmeta::<StoredSnapshot>(SNAPSHOT)?
-            .map(|s| Snapshot { meta: s.meta, snapshot: Cursor::new(s.data) }))
+            .map(|s| Snapshot {
+                meta: s.meta,
+                snapshot: Cursor::new(s.data),
+            }))
     }
 }
