@@ -7,11 +7,13 @@
 
 pub mod binary;
 pub mod client;
+pub mod dataset;
 pub mod model;
 pub mod sandbox;
 pub mod wait;
 
 pub use client::{ApiError, NodeClient};
+pub use dataset::Dataset;
 pub use model::{
     ApiKey, ClusterStatus, ContextEntry, Locate, Message, MessagePage, Published, ShardKind, ShardStatus,
     Task, TaskId, Topic,

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use conclave_cluster_tests::{
-    retry_transient, wait_for, wait_until, ApiError, Cluster, ContextEntry, NodeClient, ShardKind,
-    Task, TaskId,
+    retry_transient, wait_for, wait_until, ApiError, Cluster, Dataset, NodeClient, ShardKind, Task,
+    TaskId,
 };
 use futures::future::join_all;
 use futures::StreamExt;
@@ -447,83 +447,6 @@ async fn whole_cluster_restart_keeps_acknowledged_data() -> Result<()> {
             .with_context(|| format!("via node {i}"))?;
     }
     Ok(())
-}
-
-/// A little of everything, written through one node and checked through any.
-struct Dataset {
-    entries: Vec<ContextEntry>,
-    topic: String,
-    messages: Vec<(u64, Value)>,
-    tasks: Vec<Task>,
-}
-
-impl Dataset {
-    /// Puts five keys (one twice), creates a topic with ten messages and two tasks (one
-    /// claimed with an hour-long lease, so it stays claimed through the test).
-    async fn write(api: &NodeClient, tag: &str) -> Result<Self> {
-        let mut entries = Vec::new();
-        for i in 0..5 {
-            let key = format!("{tag}-key-{i}");
-            entries.push(api.put_context(&key, json!({ "tag": tag, "i": i })).await?);
-        }
-        let rewritten = json!({ "tag": tag, "i": 0, "rewritten": true });
-        entries[0] = api.put_context(&entries[0].key, rewritten).await?;
-        ensure!(entries[0].version == 2, "rewrite got {:?}", entries[0]);
-
-        let topic = format!("{tag}-topic");
-        api.create_topic(&topic).await?;
-        let mut messages = Vec::new();
-        for n in 1..=10u64 {
-            let body = json!({ "tag": tag, "n": n });
-            let published = api.publish(&topic, body.clone()).await?;
-            ensure!(published.seq == n, "publish {n} got seq {}", published.seq);
-            messages.push((published.seq, body));
-        }
-
-        let open = api.create_task(&format!("{tag}-open")).await?;
-        let to_claim = api.create_task(&format!("{tag}-claimed")).await?;
-        let claimed = api
-            .claim_task_with_lease(&to_claim.id, "agent-a", 3600)
-            .await?;
-        Ok(Dataset {
-            entries,
-            topic,
-            messages,
-            tasks: vec![open, claimed],
-        })
-    }
-
-    /// Reads everything back through `api`, retrying only transient errors.
-    async fn verify(&self, api: &NodeClient) -> Result<()> {
-        for entry in &self.entries {
-            let read = retry_transient(TIMEOUT, async || api.get_context(&entry.key).await)
-                .await
-                .with_context(|| format!("reading {}", entry.key))?;
-            ensure!(
-                read.value == entry.value && read.version == entry.version,
-                "{}: wrote {entry:?}, read {read:?}",
-                entry.key
-            );
-        }
-        let page = retry_transient(TIMEOUT, async || api.read_topic_all(&self.topic).await)
-            .await
-            .with_context(|| format!("reading topic {}", self.topic))?;
-        let read: Vec<(u64, Value)> = page.items.into_iter().map(|m| (m.seq, m.body)).collect();
-        ensure!(read == self.messages, "topic {}: read {read:?}", self.topic);
-        for task in &self.tasks {
-            let read = retry_transient(TIMEOUT, async || api.get_task(&task.id).await)
-                .await
-                .with_context(|| format!("reading task {}", task.id))?;
-            ensure!(
-                read.status == task.status
-                    && read.claimed_by == task.claimed_by
-                    && read.fencing_token == task.fencing_token,
-                "task {}: wrote {task:?}, read {read:?}",
-                task.id
-            );
-        }
-        Ok(())
-    }
 }
 
 /// One put a writer attempted, and when it was acknowledged, if it was.
