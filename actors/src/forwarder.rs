@@ -8,6 +8,10 @@ use futures::future::BoxFuture;
 
 use crate::request::{ClientRequest, ForwardResult};
 
+/// How long a forwarded request may take before the caller gives up on that node (a stopped
+/// or partitioned node must not hold requests forever).
+pub const FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Sends a request to the router of the node at `addr`, to run there as leader of `group`.
 pub trait Forwarder: Send + Sync + 'static {
     /// Returns the remote outcome, or a transport error message.

@@ -151,22 +151,43 @@ mod tests {
 
     #[test]
     fn the_example_file_is_the_defaults() {
-        let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/conclave.example.toml"));
-        let from_file: Config = Figment::from(Toml::file(&path)).extract().expect("example parses");
+        let path = PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/conclave.example.toml"
+        ));
+        let from_file: Config = Figment::from(Toml::file(&path))
+            .extract()
+            .expect("example parses");
         let defaults = Config::default();
-        assert_eq!(serde_json::to_value(&from_file).unwrap(), serde_json::to_value(&defaults).unwrap());
+        assert_eq!(
+            serde_json::to_value(&from_file).unwrap(),
+            serde_json::to_value(&defaults).unwrap()
+        );
     }
 
     #[test]
     fn flags_override_and_bad_values_are_refused() {
-        let flags = Overrides { listen: Some("127.0.0.1:0".into()), shards: Some(4), ..Default::default() };
+        let flags = Overrides {
+            listen: Some("127.0.0.1:0".into()),
+            shards: Some(4),
+            ..Default::default()
+        };
         let c = Config::load(None, flags).expect("valid");
         assert_eq!((c.listen.as_str(), c.shards), ("127.0.0.1:0", 4));
-        let bad = Overrides { listen: Some("localhost".into()), ..Default::default() };
+        let bad = Overrides {
+            listen: Some("localhost".into()),
+            ..Default::default()
+        };
         assert!(Config::load(None, bad).is_err());
-        let bad = Overrides { shards: Some(0), ..Default::default() };
+        let bad = Overrides {
+            shards: Some(0),
+            ..Default::default()
+        };
         assert!(Config::load(None, bad).is_err());
-        let bad = Overrides { cluster_secret: Some("short".into()), ..Default::default() };
+        let bad = Overrides {
+            cluster_secret: Some("short".into()),
+            ..Default::default()
+        };
         assert!(Config::load(None, bad).is_err());
     }
 }

@@ -18,6 +18,8 @@ use crate::types::GroupId;
 const QUEUE_CAPACITY: usize = 4096;
 /// How long the first heartbeat of a batch waits for others.
 const GATHER_WINDOW: Duration = Duration::from_millis(2);
+/// How long one batch may take; a stalled peer must not block later batches.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(2);
 
 struct Pending {
     group: GroupId,
@@ -85,11 +87,17 @@ impl HeartbeatCoalescer {
                     })
                     .collect();
                 let result = match peers.client(&addr) {
-                    Ok(mut client) => client
-                        .heartbeat(HeartbeatBatch { items })
+                    Ok(mut client) => {
+                        match tokio::time::timeout(
+                            BATCH_TIMEOUT,
+                            client.heartbeat(HeartbeatBatch { items }),
+                        )
                         .await
-                        .map(|r| r.into_inner().items)
-                        .map_err(|s| s.to_string()),
+                        {
+                            Ok(r) => r.map(|r| r.into_inner().items).map_err(|s| s.to_string()),
+                            Err(_) => Err(format!("heartbeat batch to {addr} timed out")),
+                        }
+                    }
                     Err(e) => Err(e.to_string()),
                 };
                 match result {
