@@ -41,7 +41,7 @@ impl Default for ControllerSettings {
         Self {
             tick: Duration::from_secs(1),
             dead_after: Duration::from_secs(30),
-            max_moves: 2,
+            max_moves: 4,
             max_transfers: 2,
         }
     }
@@ -189,24 +189,6 @@ impl Controller {
         self.reconcile_meta_membership(&meta, &alive).await?;
 
         let leaders = leaders(&reports);
-        for (shard, rec) in &meta.shards {
-            if let Some(m) = &rec.moving {
-                if let Err(e) = self
-                    .drive_move(
-                        &meta,
-                        *shard,
-                        rec.epoch,
-                        m.add,
-                        m.remove,
-                        leaders.get(shard),
-                    )
-                    .await
-                {
-                    tracing::info!(shard, error = %e.message, "move not finished yet");
-                }
-            }
-        }
-
         let view = View {
             nodes: meta
                 .nodes
@@ -224,6 +206,18 @@ impl Controller {
             shards: meta.shards.clone(),
             leaders: leaders.clone(),
         };
+        // Moves recorded earlier (perhaps by a previous meta leader) and new ones are driven
+        // together, concurrently: each waits for its learner to catch up.
+        let mut moves: Vec<(GroupId, u64, Option<NodeId>, Option<NodeId>)> = meta
+            .shards
+            .iter()
+            .filter_map(|(id, rec)| {
+                rec.moving
+                    .as_ref()
+                    .map(|m| (*id, rec.epoch, m.add, m.remove))
+            })
+            .collect();
+        let mut transfers = Vec::new();
         for step in plan(&view, self.settings.max_moves, self.settings.max_transfers) {
             match step {
                 Step::Move {
@@ -240,15 +234,31 @@ impl Controller {
                         remove,
                     })
                     .await?;
+                    moves.push((shard, epoch, add, remove));
                 }
-                Step::TransferLeader { shard, to } => {
-                    if let Some(leader) = leaders.get(&shard) {
-                        tracing::info!(shard, from = leader, to, "transferring leadership");
-                        let _ = self
-                            .shard_action(&meta, *leader, shard, ShardAction::TransferLeader { to })
-                            .await;
-                    }
+                Step::TransferLeader { shard, to } => transfers.push((shard, to)),
+            }
+        }
+        let this = &*self;
+        let drives = moves.iter().map(|(shard, epoch, add, remove)| {
+            let (meta, leaders) = (&meta, &leaders);
+            async move {
+                let leader = leaders.get(shard);
+                if let Err(e) = this
+                    .drive_move(meta, *shard, *epoch, *add, *remove, leader)
+                    .await
+                {
+                    tracing::info!(shard, error = %e.message, "move not finished yet");
                 }
+            }
+        });
+        futures::future::join_all(drives).await;
+        for (shard, to) in transfers {
+            if let Some(leader) = leaders.get(&shard) {
+                tracing::info!(shard, from = leader, to, "transferring leadership");
+                let _ = self
+                    .shard_action(&meta, *leader, shard, ShardAction::TransferLeader { to })
+                    .await;
             }
         }
 

@@ -38,6 +38,10 @@ pub struct LocalStatus {
     pub node_id: NodeId,
     /// Its groups.
     pub groups: Vec<GroupStatus>,
+    /// Coalesced heartbeat RPCs this node has sent.
+    pub heartbeat_batches: u64,
+    /// Group heartbeats those RPCs carried.
+    pub heartbeat_items: u64,
 }
 
 /// This node's report.
@@ -66,9 +70,12 @@ pub fn local_status(groups: &Groups) -> LocalStatus {
                 .unwrap_or_default(),
         });
     }
+    let (heartbeat_batches, heartbeat_items) = groups.heartbeat_stats();
     LocalStatus {
         node_id: groups.node_id(),
         groups: out,
+        heartbeat_batches,
+        heartbeat_items,
     }
 }
 
@@ -115,6 +122,10 @@ pub struct NodeView {
     pub state: conclave_raft::meta::NodeState,
     /// Whether it answered just now.
     pub alive: bool,
+    /// Coalesced heartbeat RPCs it has sent (when it answered).
+    pub heartbeat_batches: Option<u64>,
+    /// Group heartbeats those RPCs carried.
+    pub heartbeat_items: Option<u64>,
 }
 
 /// The meta group in the cluster status.
@@ -185,6 +196,8 @@ pub async fn cluster_status(groups: &Groups) -> ClusterStatus {
             api_addr: n.info.api_addr.clone(),
             state: n.state,
             alive: reports.contains_key(&n.id),
+            heartbeat_batches: reports.get(&n.id).map(|r| r.heartbeat_batches),
+            heartbeat_items: reports.get(&n.id).map(|r| r.heartbeat_items),
         })
         .collect();
     let meta_view = match view_of(META_GROUP) {

@@ -120,6 +120,13 @@ impl Target {
     }
 }
 
+impl Cli {
+    /// Whether this command runs a node (rather than talking to one).
+    pub fn is_server(&self) -> bool {
+        matches!(self.cmd, Cmd::Start(_))
+    }
+}
+
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {

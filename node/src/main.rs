@@ -10,13 +10,21 @@ mod peer_service;
 use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
-    // A panicking task must not leave a half-alive node: print the panic, then abort.
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        default_hook(info);
-        std::process::abort();
-    }));
     let cli = cli::Cli::parse();
+    if cli.is_server() {
+        // A panicking task must not leave a half-alive node: print the panic, then abort.
+        let default_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            default_hook(info);
+            std::process::abort();
+        }));
+    } else {
+        // A client command piped into `head` ends quietly, like other command-line tools.
+        // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

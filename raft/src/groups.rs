@@ -71,13 +71,16 @@ impl Groups {
             election_timeout_max: settings.election_max_ms,
             install_snapshot_timeout: 10_000,
             enable_pre_vote: Some(true),
+            // Leaders' periodic heartbeats come from one node-wide tick (below), so the
+            // heartbeats of all groups leave together and coalesce into one RPC per peer.
+            enable_heartbeat: false,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(settings.snapshot_after_logs),
             max_in_snapshot_log_to_keep: 1000,
             ..Default::default()
         }
         .validate()?;
         let fsync = Fsync::start(db.clone());
-        Ok(Self {
+        let groups = Self {
             inner: Arc::new(Inner {
                 node_id,
                 db,
@@ -89,7 +92,35 @@ impl Groups {
                 groups: RwLock::default(),
                 creating: tokio::sync::Mutex::new(()),
             }),
-        })
+        };
+        groups.spawn_heartbeat_tick(std::time::Duration::from_millis(settings.heartbeat_ms));
+        Ok(groups)
+    }
+
+    /// Every `period`, asks every group this node leads to heartbeat its followers at once.
+    /// Must be called within a tokio runtime; stops when the last handle is dropped.
+    fn spawn_heartbeat_tick(&self, period: std::time::Duration) {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let leaders: Vec<Raft> = inner
+                    .groups
+                    .read()
+                    .expect("groups lock")
+                    .values()
+                    .filter(|h| h.raft.is_leader())
+                    .map(|h| h.raft.clone())
+                    .collect();
+                drop(inner);
+                for raft in leaders {
+                    let _ = raft.trigger().heartbeat().await;
+                }
+            }
+        });
     }
 
     /// This node's id.
@@ -105,6 +136,11 @@ impl Groups {
     /// The peer connections.
     pub fn peers(&self) -> &Peers {
         &self.inner.peers
+    }
+
+    /// Heartbeat RPCs sent and group heartbeats they carried.
+    pub fn heartbeat_stats(&self) -> (u64, u64) {
+        self.inner.heartbeats.stats()
     }
 
     /// The meta state as last applied on this node.
