@@ -14,7 +14,7 @@ use conclave_proto::peer::ShardAdminRequest;
 use conclave_raft::codec::{decode, encode};
 use conclave_raft::error::CoreError;
 use conclave_raft::meta::{MetaState, NodeState};
-use conclave_raft::{GroupId, Groups, MetaCommand, NodeId, NodeInfo, META_GROUP};
+use conclave_raft::{GroupId, Groups, MetaCommand, NodeId, NodeInfo, Raft, META_GROUP};
 use openraft::ChangeMembers;
 use serde::{Deserialize, Serialize};
 
@@ -76,13 +76,7 @@ pub async fn run_shard_action(
     let err = |e: String| CoreError::unavailable(e);
     match action {
         ShardAction::ApplyMove { add, remove } => {
-            let voters: BTreeSet<NodeId> = raft
-                .metrics()
-                .borrow_watched()
-                .membership_config
-                .membership()
-                .voter_ids()
-                .collect();
+            let voters: BTreeSet<NodeId> = voter_ids(&raft);
             if let Some((id, info)) = add {
                 if !voters.contains(&id) {
                     raft.add_learner(id, info, true)
@@ -94,13 +88,7 @@ pub async fn run_shard_action(
                 }
             }
             if let Some(id) = remove {
-                let voters: BTreeSet<NodeId> = raft
-                    .metrics()
-                    .borrow_watched()
-                    .membership_config
-                    .membership()
-                    .voter_ids()
-                    .collect();
+                let voters: BTreeSet<NodeId> = voter_ids(&raft);
                 if voters.contains(&id) {
                     raft.change_membership(
                         ChangeMembers::RemoveVoters(BTreeSet::from([id])),
@@ -412,13 +400,7 @@ impl Controller {
             if meta.shards.values().any(|s| s.hosts(n.id)) {
                 continue;
             }
-            let voters: BTreeSet<NodeId> = raft
-                .metrics()
-                .borrow_watched()
-                .membership_config
-                .membership()
-                .voter_ids()
-                .collect();
+            let voters: BTreeSet<NodeId> = voter_ids(&raft);
             if voters.contains(&n.id) {
                 continue;
             }
@@ -434,6 +416,16 @@ impl Controller {
         }
         Ok(())
     }
+}
+
+/// The voters of `raft`'s latest membership config.
+fn voter_ids(raft: &Raft) -> BTreeSet<NodeId> {
+    raft.metrics()
+        .borrow_watched()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect()
 }
 
 /// Each group's leader, as reported by the node leading it (highest term wins).

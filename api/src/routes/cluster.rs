@@ -92,7 +92,6 @@ pub(super) async fn remove_node(
             StatusCode::ACCEPTED,
             Json(json!({"node_id": id, "state": "draining"})),
         )),
-        ClientResponse::Meta(MetaResponse::Refused(e)) => Err(e.into()),
         other => Err(unexpected(other)),
     }
 }

@@ -52,7 +52,6 @@ pub(super) async fn put(
     };
     match run(&state, group, ClientRequest::Write(cmd)).await? {
         ClientResponse::Write(ShardResponse::Context(e)) => Ok(Json(entry_json(&e))),
-        ClientResponse::Write(ShardResponse::Refused(e)) => Err(e.into()),
         other => Err(unexpected(other)),
     }
 }
@@ -93,7 +92,6 @@ pub(super) async fn delete(
         ClientResponse::Write(ShardResponse::Deleted(key)) => {
             Ok(Json(json!({"key": key, "deleted": true})))
         }
-        ClientResponse::Write(ShardResponse::Refused(e)) => Err(e.into()),
         other => Err(unexpected(other)),
     }
 }

@@ -45,7 +45,6 @@ pub(super) async fn create(
                 json!({"id": id, "name": body.name, "scope": body.scope, "workspace_id": caller.workspace, "key": secret}),
             ),
         )),
-        ClientResponse::Meta(MetaResponse::Refused(e)) => Err(e.into()),
         other => Err(unexpected(other)),
     }
 }

@@ -12,7 +12,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use conclave_actors::{ClientRequest, ClientResponse};
 use conclave_raft::error::CoreError;
-use conclave_raft::GroupId;
+use conclave_raft::{GroupId, MetaResponse, ShardResponse};
 use serde_json::{json, Value};
 use tower_http::trace::TraceLayer;
 
@@ -63,9 +63,13 @@ async fn readyz(
     }
 }
 
-/// Runs `req` on `group` through the router.
+/// Runs `req` on `group` through the router; a deterministic refusal becomes its error.
 async fn run(state: &AppState, group: GroupId, req: ClientRequest) -> ApiResult<ClientResponse> {
-    Ok(state.router.execute(group, req).await?)
+    match state.router.execute(group, req).await? {
+        ClientResponse::Write(ShardResponse::Refused(e))
+        | ClientResponse::Meta(MetaResponse::Refused(e)) => Err(e.into()),
+        other => Ok(other),
+    }
 }
 
 /// The shard of an entity, or 503 before the cluster is bootstrapped.

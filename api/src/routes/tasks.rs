@@ -57,7 +57,6 @@ fn task_result(resp: ClientResponse) -> ApiResult<Json<Value>> {
     match resp {
         ClientResponse::Write(ShardResponse::Task(t))
         | ClientResponse::Read(ShardReadResult::Task(t)) => Ok(Json(task_json(&t))),
-        ClientResponse::Write(ShardResponse::Refused(e)) => Err(e.into()),
         other => Err(unexpected(other)),
     }
 }

@@ -69,7 +69,6 @@ pub(super) async fn create(
         ClientResponse::Write(ShardResponse::Topic(t)) => {
             Ok((StatusCode::CREATED, Json(topic_json(&t))))
         }
-        ClientResponse::Write(ShardResponse::Refused(e)) => Err(e.into()),
         other => Err(unexpected(other)),
     }
 }
@@ -101,7 +100,6 @@ pub(super) async fn publish(
             StatusCode::CREATED,
             Json(json!({"topic": topic, "seq": seq, "published_at": published_at})),
         )),
-        ClientResponse::Write(ShardResponse::Refused(e)) => Err(e.into()),
         other => Err(unexpected(other)),
     }
 }
