@@ -246,8 +246,12 @@ impl NodeClient {
     /// `POST /v1/api-keys` (admin): a new key of `scope` (`read`, `full` or `admin`).
     pub async fn create_api_key(&self, name: &str, scope: &str) -> Result<ApiKey, ApiError> {
         let url = self.url(&["v1", "api-keys"]);
-        self.call(self.http.post(url).json(&json!({ "name": name, "scope": scope })))
-            .await
+        self.call(
+            self.http
+                .post(url)
+                .json(&json!({ "name": name, "scope": scope })),
+        )
+        .await
     }
 
     /// `GET /v1/cluster/locate?kind=&name=`.

@@ -19,10 +19,14 @@ const VERIFY_TIMEOUT: Duration = Duration::from_secs(60);
 /// A little of everything, written through one node and checked through any.
 #[derive(Debug, Clone)]
 pub struct Dataset {
-    entries: Vec<ContextEntry>,
-    topic: String,
-    messages: Vec<(u64, Value)>,
-    tasks: Vec<Task>,
+    /// The context entries as last written (the first one at version 2).
+    pub entries: Vec<ContextEntry>,
+    /// The topic's name.
+    pub topic: String,
+    /// Its messages: `(seq, body)`, seqs 1 to 10.
+    pub messages: Vec<(u64, Value)>,
+    /// An open task and a claimed one.
+    pub tasks: Vec<Task>,
 }
 
 impl Dataset {
@@ -73,9 +77,11 @@ impl Dataset {
                 entry.key
             );
         }
-        let page = retry_transient(VERIFY_TIMEOUT, async || api.read_topic_all(&self.topic).await)
-            .await
-            .with_context(|| format!("reading topic {}", self.topic))?;
+        let page = retry_transient(VERIFY_TIMEOUT, async || {
+            api.read_topic_all(&self.topic).await
+        })
+        .await
+        .with_context(|| format!("reading topic {}", self.topic))?;
         let read: Vec<(u64, Value)> = page.items.into_iter().map(|m| (m.seq, m.body)).collect();
         ensure!(read == self.messages, "topic {}: read {read:?}", self.topic);
         for task in &self.tasks {
@@ -93,4 +99,3 @@ impl Dataset {
         Ok(())
     }
 }
-

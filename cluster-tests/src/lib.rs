@@ -15,8 +15,8 @@ pub mod wait;
 pub use client::{ApiError, NodeClient};
 pub use dataset::Dataset;
 pub use model::{
-    ApiKey, ClusterStatus, ContextEntry, Locate, Message, MessagePage, Published, ShardKind, ShardStatus,
-    Task, TaskId, Topic,
+    ApiKey, ClusterStatus, ContextEntry, Locate, Message, MessagePage, Published, ShardKind,
+    ShardStatus, Task, TaskId, Topic,
 };
 pub use sandbox::{Cluster, ClusterBuilder, Node};
 pub use wait::{retry_transient, retry_until_ok, wait_for, wait_until};

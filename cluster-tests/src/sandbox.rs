@@ -358,12 +358,13 @@ impl Cluster {
     }
 
     /// The contents of node `index`'s stderr log (where the node writes its tracing output),
-    /// across all its starts.
+    /// across all its starts, with terminal colour codes removed so `key=value` fields read as
+    /// plain text.
     pub fn stderr_log(&self, index: usize) -> anyhow::Result<String> {
         let path = self.nodes[index].data_dir.join("stderr.log");
         let bytes =
             std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
+        Ok(strip_ansi(&String::from_utf8_lossy(&bytes)))
     }
 
     /// Starts a new node that joins through the first running member, waits until it is ready,
@@ -802,6 +803,27 @@ fn kill_child(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// `text` without ANSI escape sequences (`ESC [ parameters final-byte`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        if chars.next() == Some('[') {
+            // Parameters and intermediates, up to and including the final byte `@`..=`~`.
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The last lines of a node's stdout and stderr logs, for error messages.
 fn log_tails(data_dir: &Path) -> String {
     let mut out = String::new();
@@ -873,6 +895,12 @@ mod tests {
         assert!(convergence_gap(&leaderless, &members, 3, 2).is_some());
         let more_members: BTreeSet<u64> = [1, 2, 3, 4].into();
         assert!(convergence_gap(&good, &more_members, 3, 2).is_some());
+    }
+
+    #[test]
+    fn strip_ansi_keeps_plain_text() {
+        let colored = "\u{1b}[32m INFO\u{1b}[0m installed snapshot \u{1b}[3mgroup\u{1b}[0m\u{1b}[2m=\u{1b}[0m4";
+        assert_eq!(strip_ansi(colored), " INFO installed snapshot group=4");
     }
 
     #[test]

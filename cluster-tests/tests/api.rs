@@ -70,9 +70,12 @@ async fn api_errors_have_one_shape_and_change_nothing() -> Result<()> {
             .await
             .with_context(|| format!("unknown task id {id}"))?;
     }
-    expect_error(admin.request(Method::GET, &["v1", "context", "absent"]), 404)
-        .await
-        .context("missing context key")?;
+    expect_error(
+        admin.request(Method::GET, &["v1", "context", "absent"]),
+        404,
+    )
+    .await
+    .context("missing context key")?;
 
     // 400: malformed JSON, invalid names and titles, page sizes out of range.
     let malformed = |request: RequestBuilder| {
@@ -167,7 +170,10 @@ async fn api_errors_have_one_shape_and_change_nothing() -> Result<()> {
 
     // Nothing changed: same key version, same messages, same claim, no new key.
     let after = State::read(admin, &entry.key, "events", &task.id.0).await?;
-    ensure!(after == state, "state changed: before {state:?}, after {after:?}");
+    ensure!(
+        after == state,
+        "state changed: before {state:?}, after {after:?}"
+    );
     ensure!(
         after.task.get("claimed_by") == Some(&json!("first"))
             && after.task.get("fencing_token") == Some(&json!(claimed.fencing_token)),
@@ -272,10 +278,16 @@ async fn read_scope_keys_cannot_write() -> Result<()> {
 
     // Nothing changed: same key version, same messages, task still open, no new key or topic.
     let after = State::read(admin, &entry.key, "news", &task.id.0).await?;
-    ensure!(after == state, "state changed: before {state:?}, after {after:?}");
-    expect_error(admin.request(Method::GET, &["v1", "context", "absent"]), 404)
-        .await
-        .context("a refused put created the key")?;
+    ensure!(
+        after == state,
+        "state changed: before {state:?}, after {after:?}"
+    );
+    expect_error(
+        admin.request(Method::GET, &["v1", "context", "absent"]),
+        404,
+    )
+    .await
+    .context("a refused put created the key")?;
     admin
         .create_topic("denied")
         .await

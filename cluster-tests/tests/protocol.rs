@@ -54,7 +54,10 @@ async fn peer_calls_without_the_cluster_secret_are_refused() -> Result<()> {
 
     // The cluster's secret: answered, with a non-empty report.
     let reply = client
-        .local_status(with_secret(LocalStatusRequest {}, cluster.cluster_secret())?)
+        .local_status(with_secret(
+            LocalStatusRequest {},
+            cluster.cluster_secret(),
+        )?)
         .await
         .context("LocalStatus with the cluster secret")?
         .into_inner();
@@ -90,7 +93,10 @@ async fn watch_streams_a_topic_from_a_sequence_then_follows_live() -> Result<()>
     let follower = cluster
         .node_index_by_id(follower_id)
         .context("the follower is not a sandbox node")?;
-    info!(shard = located.shard, leader, follower_id, "watching on a follower");
+    info!(
+        shard = located.shard,
+        leader, follower_id, "watching on a follower"
+    );
     let mut client = peer_client(&cluster, follower).await?;
     let request = WatchRequest {
         shard: located.shard,
