@@ -15,6 +15,6 @@ pub mod router;
 pub mod status;
 
 pub use entity::shard_for;
-pub use forwarder::{Forwarder, GrpcForwarder};
+pub use forwarder::{ForwardError, Forwarder, GrpcForwarder};
 pub use request::{ClientRequest, ClientResponse, ForwardResult};
 pub use router::Router;

@@ -24,7 +24,7 @@ use ractor::rpc::CallResult;
 use tokio::sync::Semaphore;
 
 use crate::entity_actor::{ActorRegistry, EntityMsg};
-use crate::forwarder::Forwarder;
+use crate::forwarder::{ForwardError, Forwarder};
 use crate::request::{ClientRequest, ClientResponse, ForwardResult};
 
 /// Router limits.
@@ -134,9 +134,11 @@ impl Router {
                 }
                 Some(id) => match self.node_addr(id) {
                     Some(addr) => self.forwarder.forward(&addr, group, &req).await,
-                    None => Err(format!("node {id} has no known address")),
+                    None => Err(ForwardError::NotSent(format!(
+                        "node {id} has no known address"
+                    ))),
                 },
-                None => Err("no replica known".to_string()),
+                None => Err(ForwardError::NotSent("no replica known".to_string())),
             };
             match outcome {
                 Ok(ForwardResult::Done(result)) => {
@@ -163,14 +165,16 @@ impl Router {
                     }
                 }
                 Err(e) => {
-                    last_error = e;
                     self.hints.lock().expect("hints lock").remove(&group);
                     // A write that may have reached its leader is not sent again.
-                    if !matches!(req, ClientRequest::Read(_)) && !is_connect_error(&last_error) {
+                    if let (ForwardError::Unknown(m), false) =
+                        (&e, matches!(req, ClientRequest::Read(_)))
+                    {
                         return Err(CoreError::unavailable(format!(
-                            "outcome unknown: the node handling group {group} failed: {last_error}"
+                            "outcome unknown: the node handling group {group} failed: {m}"
                         )));
                     }
+                    last_error = e.to_string();
                 }
             }
             if Instant::now() + backoff > deadline {
@@ -312,14 +316,4 @@ fn map_write(result: ClientWriteResult<TypeConfig>) -> ForwardResult {
         }
         Err(e) => ForwardResult::Done(Err(CoreError::internal(e.to_string()))),
     }
-}
-
-/// Whether a transport error means the request never reached the peer.
-fn is_connect_error(msg: &str) -> bool {
-    let m = msg.to_ascii_lowercase();
-    m.contains("connect")
-        || m.contains("refused")
-        || m.contains("dns")
-        || m.contains("no known address")
-        || m.contains("no replica known")
 }
