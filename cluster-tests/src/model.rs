@@ -243,6 +243,9 @@ pub struct ShardStatus {
     /// answer).
     #[serde(default)]
     pub replica_applied: BTreeMap<u64, u64>,
+    /// The replica move in progress, as the meta group records it (`{"add", "remove"}`).
+    #[serde(default)]
+    pub moving: Option<serde_json::Value>,
 }
 
 impl ClusterStatus {

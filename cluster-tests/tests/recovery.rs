@@ -304,3 +304,94 @@ fn purged_upto_reads_the_highest_purge() {
     assert_eq!(purged_upto(log), Some(410));
     assert_eq!(purged_upto("INFO nothing purged"), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_meta_leader_resumes_the_moves_in_progress() -> Result<()> {
+    let mut cluster = Cluster::builder().nodes(3).start().await?;
+    let data = Dataset::write(cluster.api(0), "before-moves").await?;
+
+    // A fourth node joins and is frozen at once, so the moves onto it cannot finish: a move
+    // waits for its new replica to catch up.
+    let fourth = cluster.add_node().await?;
+    let fourth_id = cluster.node(fourth).node_id();
+    let pid = cluster.node(fourth).pid().context("the fourth node runs")? as libc::pid_t;
+    // SAFETY: signalling a child process this test started and still owns.
+    ensure!(
+        unsafe { libc::kill(pid, libc::SIGSTOP) } == 0,
+        "SIGSTOP failed"
+    );
+
+    // The meta group records at least one move onto it.
+    wait_until(
+        "a move onto the frozen node",
+        RECOVERY_TIMEOUT,
+        async || {
+            let status = cluster.status(0).await?;
+            Ok(status.shards.iter().any(|s| s.moving.is_some()))
+        },
+    )
+    .await?;
+    let status = cluster.status(0).await?;
+    let meta_leader = status.meta.leader.context("a meta leader")?;
+    let leader_index = cluster
+        .node_index_by_id(meta_leader)
+        .context("meta leader is a sandbox node")?;
+    ensure!(
+        leader_index != fourth,
+        "the frozen node cannot lead the meta group"
+    );
+    let survivor = (0..3)
+        .find(|&i| i != leader_index)
+        .expect("two of three survive");
+    info!(
+        meta_leader,
+        "killing the meta leader while moves are in progress"
+    );
+
+    // The meta leader dies; the recorded moves survive it and a new meta leader takes over.
+    cluster.kill(leader_index)?;
+    wait_until(
+        "a new meta leader that still records the moves",
+        RECOVERY_TIMEOUT,
+        async || {
+            let status = cluster.status(survivor).await?;
+            let new_leader = status.meta.leader.filter(|l| *l != meta_leader);
+            Ok(new_leader.is_some() && status.shards.iter().any(|s| s.moving.is_some()))
+        },
+    )
+    .await?;
+
+    // Thawed, the fourth node catches up and the new meta leader finishes every move.
+    // SAFETY: as above.
+    ensure!(
+        unsafe { libc::kill(pid, libc::SIGCONT) } == 0,
+        "SIGCONT failed"
+    );
+    wait_until(
+        "every move finished, some onto the fourth node",
+        RECOVERY_TIMEOUT,
+        async || {
+            let status = cluster.status(survivor).await?;
+            let idle = status
+                .shards
+                .iter()
+                .all(|s| s.moving.is_none() && s.leader.is_some());
+            let held = status
+                .shards
+                .iter()
+                .filter(|s| s.replicas.contains(&fourth_id))
+                .count();
+            ensure!(
+                idle && held > 0,
+                "moves idle: {idle}, replicas on node {fourth_id}: {held}"
+            );
+            Ok(true)
+        },
+    )
+    .await?;
+
+    // The killed node comes back, the cluster converges, and nothing written is lost.
+    cluster.restart(leader_index).await?;
+    cluster.wait_converged().await?;
+    data.verify(cluster.api(fourth)).await
+}

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use axum::serve::ListenerExt;
 use conclave_actors::controller::{Controller, ControllerSettings};
 use conclave_actors::router::RouterSettings;
 use conclave_actors::{reconciler, GrpcForwarder, Router};
@@ -72,9 +73,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .max_encoding_message_size(64 << 20),
             check_secret(secret.clone()),
         ))
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(
-            peer_listener,
-        ));
+        .serve_with_incoming(nodelay(peer_listener));
     let peer_task = tokio::spawn(peer_server);
 
     let peers = Peers::new(&secret);
@@ -159,6 +158,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         max_body_bytes: config.max_body_bytes,
     };
     tracing::info!(node = node_id, listen = %api_addr, peer = %peer_addr, "serving");
+    let api_listener = api_listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(api_listener, conclave_api::app(state))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
@@ -230,6 +234,19 @@ async fn bootstrap(
     }
     tracing::info!(shards, "bootstrapped a new cluster");
     Ok(admin_key)
+}
+
+/// Accepted peer connections with Nagle's algorithm off: Raft and forwarding send small
+/// messages that must not wait for delayed acknowledgements.
+fn nodelay(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
+        let conn = conn?;
+        conn.set_nodelay(true)?;
+        Ok(conn)
+    })
 }
 
 async fn shutdown_signal() {
