@@ -879,6 +879,7 @@ mod tests {
                     applied: Some(0),
                     lag: Default::default(),
                     replica_applied: Default::default(),
+                    moving: None,
                 })
                 .collect(),
         }
