@@ -370,6 +370,14 @@ impl Cluster {
     /// Starts a new node that joins through the first running member, waits until it is ready,
     /// and returns its index. It does not wait for shards to move onto it.
     pub async fn add_node(&mut self) -> anyhow::Result<usize> {
+        let index = self.add_node_unready().await?;
+        self.wait_ready(index).await?;
+        Ok(index)
+    }
+
+    /// Starts a new node that joins through the first running member and returns its index as
+    /// soon as it has an id (its `node.json` exists), before it is ready.
+    pub async fn add_node_unready(&mut self) -> anyhow::Result<usize> {
         let index = self.nodes.len();
         let seed = self.first_running_member()?;
         let seed_peer = self.nodes[seed].peer_addr().to_string();
@@ -391,7 +399,6 @@ impl Cluster {
         info!(index, node_id = info.node_id, listen = %info.listen, "node joined");
         self.nodes
             .push(Node::new(&self.http, data_dir, info, child)?);
-        self.wait_ready(index).await?;
         Ok(index)
     }
 

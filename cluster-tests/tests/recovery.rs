@@ -310,9 +310,9 @@ async fn a_new_meta_leader_resumes_the_moves_in_progress() -> Result<()> {
     let mut cluster = Cluster::builder().nodes(3).start().await?;
     let data = Dataset::write(cluster.api(0), "before-moves").await?;
 
-    // A fourth node joins and is frozen at once, so the moves onto it cannot finish: a move
-    // waits for its new replica to catch up.
-    let fourth = cluster.add_node().await?;
+    // A fourth node joins and is frozen as soon as it has an id, before any replica can move
+    // onto it, so the moves onto it cannot finish: a move waits for its new replica to catch up.
+    let fourth = cluster.add_node_unready().await?;
     let fourth_id = cluster.node(fourth).node_id();
     let pid = cluster.node(fourth).pid().context("the fourth node runs")? as libc::pid_t;
     // SAFETY: signalling a child process this test started and still owns.
