@@ -77,10 +77,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let peer_task = tokio::spawn(peer_server);
 
     let peers = Peers::new(&secret);
-    let (node_id, fresh_bootstrap) = match (&known, &config.join) {
-        (Some(id), _) => (id.node_id, false),
-        (None, Some(join)) => (join_cluster(&peers, join, &info).await?, false),
-        (None, None) => (1, true),
+    let node_id = match (&known, &config.join) {
+        (Some(id), _) => id.node_id,
+        (None, Some(join)) => join_cluster(&peers, join, &info).await?,
+        (None, None) => 1,
     };
     if known.is_none() {
         identity::write_identity(
@@ -121,9 +121,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         router: router.clone(),
     });
 
-    let needs_bootstrap = fresh_bootstrap
-        || (node_id == 1 && config.join.is_none() && !groups.meta_snapshot().bootstrapped);
-    if needs_bootstrap {
+    // The first node of a new cluster bootstraps it; so does a first node that stopped before its
+    // bootstrap was applied (every step of it is idempotent).
+    let first_node = node_id == 1 && config.join.is_none();
+    if first_node && !groups.meta_snapshot().bootstrapped {
         let admin_key = bootstrap(&groups, &meta_raft, node_id, &info, config.shards).await?;
         let creds = AdminCredentials {
             api_key: admin_key,
