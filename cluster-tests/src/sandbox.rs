@@ -539,6 +539,63 @@ impl Cluster {
         ready.map_err(|error| error.context(log_tails(&node.data_dir)))
     }
 
+    /// The node other than the bootstrap node (index 0) holding the most replicas, as
+    /// `(index, node id, replicas held)`.
+    pub async fn busiest_non_bootstrap_node(&self) -> anyhow::Result<(usize, u64, usize)> {
+        let status = self.status(0).await?;
+        let held = |id: u64| {
+            status
+                .shards
+                .iter()
+                .filter(|s| s.replicas.contains(&id))
+                .count()
+        };
+        let index = (1..self.len())
+            .max_by_key(|&i| held(self.node(i).node_id()))
+            .context("the cluster has a single node")?;
+        let id = self.node(index).node_id();
+        Ok((index, id, held(id)))
+    }
+
+    /// Waits until, as node `via` reports, no shard lists node `id` as a replica and every shard
+    /// has three replicas and a leader.
+    pub async fn wait_replicas_moved_off(
+        &self,
+        via: usize,
+        id: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        wait_until(
+            "the node's replicas to be re-created elsewhere",
+            timeout,
+            async || {
+                let status = self.status(via).await?;
+                ensure!(
+                    status.shards.len() == self.shard_count() as usize,
+                    "{} shards listed",
+                    status.shards.len()
+                );
+                for shard in &status.shards {
+                    ensure!(
+                        !shard.replicas.contains(&id),
+                        "shard {} still on node {id}: {:?}",
+                        shard.id,
+                        shard.replicas
+                    );
+                    ensure!(
+                        shard.replicas.len() == REPLICATION_FACTOR,
+                        "shard {} has replicas {:?}",
+                        shard.id,
+                        shard.replicas
+                    );
+                    ensure!(shard.leader.is_some(), "shard {} has no leader", shard.id);
+                }
+                Ok(true)
+            },
+        )
+        .await
+    }
+
     /// Waits until the first running member reports every member, `min(3, members)` replicas
     /// and a leader on every shard.
     pub async fn wait_converged(&self) -> anyhow::Result<()> {

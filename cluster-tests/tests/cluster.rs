@@ -369,49 +369,14 @@ async fn removed_node_replicas_recreated_elsewhere() -> Result<()> {
     let data = Dataset::write(cluster.api(1), "before-removal").await?;
 
     // Remove the non-bootstrap node holding the most replicas.
-    let status = cluster.status(0).await?;
-    let replicas_of = |id: u64| {
-        status
-            .shards
-            .iter()
-            .filter(|s| s.replicas.contains(&id))
-            .count()
-    };
-    let victim = (1..cluster.len())
-        .max_by_key(|&i| replicas_of(cluster.node(i).node_id()))
-        .expect("four nodes");
-    let victim_id = cluster.node(victim).node_id();
-    info!(
-        victim_id,
-        replicas = replicas_of(victim_id),
-        "removing node"
-    );
+    let (victim, victim_id, held) = cluster.busiest_non_bootstrap_node().await?;
+    info!(victim_id, replicas = held, "removing node");
     cluster.remove_node(victim_id).await?;
 
     // No shard lists it any more and every shard has three replicas and a leader again.
-    wait_until(
-        "the removed node's replicas to move",
-        REBALANCE_TIMEOUT,
-        async || {
-            let status = cluster.status(0).await?;
-            for shard in &status.shards {
-                ensure!(
-                    !shard.replicas.contains(&victim_id),
-                    "shard {} still on node {victim_id}",
-                    shard.id
-                );
-                ensure!(
-                    shard.replicas.len() == 3,
-                    "shard {} has replicas {:?}",
-                    shard.id,
-                    shard.replicas
-                );
-                ensure!(shard.leader.is_some(), "shard {} has no leader", shard.id);
-            }
-            Ok(true)
-        },
-    )
-    .await?;
+    cluster
+        .wait_replicas_moved_off(0, victim_id, REBALANCE_TIMEOUT)
+        .await?;
     cluster.wait_converged().await?;
 
     // Everything is readable through every remaining node.

@@ -46,56 +46,16 @@ async fn dead_node_replicas_are_recreated_elsewhere() -> Result<()> {
     let data = Dataset::write(cluster.api(1), "before-death").await?;
 
     // SIGKILL the non-bootstrap node holding the most replicas, and leave it dead.
-    let status = cluster.status(0).await?;
-    let replicas_of = |id: u64| {
-        status
-            .shards
-            .iter()
-            .filter(|s| s.replicas.contains(&id))
-            .count()
-    };
-    let victim = (1..cluster.len())
-        .max_by_key(|&i| replicas_of(cluster.node(i).node_id()))
-        .expect("four nodes");
-    let victim_id = cluster.node(victim).node_id();
-    ensure!(
-        replicas_of(victim_id) > 0,
-        "node {victim_id} holds no replica"
-    );
-    info!(victim_id, replicas = replicas_of(victim_id), "killing node");
+    let (victim, victim_id, held) = cluster.busiest_non_bootstrap_node().await?;
+    ensure!(held > 0, "node {victim_id} holds no replica");
+    info!(victim_id, replicas = held, "killing node");
     cluster.kill(victim)?;
 
     // Its replicas move to the survivors: no shard lists it, each has 3 replicas and a leader.
     let survivors: Vec<usize> = (0..cluster.len()).filter(|&i| i != victim).collect();
-    wait_until(
-        "the dead node's replicas to be re-created elsewhere",
-        RECOVERY_TIMEOUT,
-        async || {
-            let status = cluster.status(survivors[0]).await?;
-            ensure!(
-                status.shards.len() == cluster.shard_count() as usize,
-                "{} shards listed",
-                status.shards.len()
-            );
-            for shard in &status.shards {
-                ensure!(
-                    !shard.replicas.contains(&victim_id),
-                    "shard {} still on node {victim_id}: {:?}",
-                    shard.id,
-                    shard.replicas
-                );
-                ensure!(
-                    shard.replicas.len() == 3,
-                    "shard {} has replicas {:?}",
-                    shard.id,
-                    shard.replicas
-                );
-                ensure!(shard.leader.is_some(), "shard {} has no leader", shard.id);
-            }
-            Ok(true)
-        },
-    )
-    .await?;
+    cluster
+        .wait_replicas_moved_off(survivors[0], victim_id, RECOVERY_TIMEOUT)
+        .await?;
 
     // Everything is readable through every survivor.
     for &i in &survivors {
