@@ -14,10 +14,14 @@ use conclave_actors::{ClientRequest, ClientResponse};
 use conclave_raft::error::CoreError;
 use conclave_raft::{GroupId, MetaResponse, ShardResponse};
 use serde_json::{json, Value};
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+
+/// Client requests handled at once by one node.
+pub const MAX_IN_FLIGHT_REQUESTS: usize = 8192;
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
@@ -42,6 +46,9 @@ pub fn app(state: AppState) -> Router {
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        // Requests beyond this many in flight wait for a slot: memory stays bounded however
+        // many clients connect.
+        .layer(GlobalConcurrencyLimitLayer::new(MAX_IN_FLIGHT_REQUESTS))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
