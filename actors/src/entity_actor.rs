@@ -13,24 +13,20 @@ use std::time::{Duration, Instant};
 use conclave_raft::command::{Command, Proposal};
 use conclave_raft::error::CoreError;
 use conclave_raft::{GroupId, Raft, ShardCommand, TypeConfig};
-use openraft::alias::OneshotReceiverOf;
-use openraft::impls::ProgressResponder;
-use openraft::raft::ClientWriteResult;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use openraft::alias::WriteResponderOf;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 /// An actor idle this long is stopped; it is spawned again on next use.
 pub const IDLE_AFTER: Duration = Duration::from_secs(30);
-
-/// The pending outcome of a proposal: resolves once the entry is committed and applied.
-pub type PendingWrite = OneshotReceiverOf<TypeConfig, ClientWriteResult<TypeConfig>>;
 
 /// Identity of an entity: shard, workspace, kind, name.
 pub type EntityKey = (GroupId, String, &'static str, String);
 
 /// Messages an entity actor handles.
 pub enum EntityMsg {
-    /// Hand `cmd` to Raft; reply with the pending outcome.
-    Propose(ShardCommand, RpcReplyPort<Result<PendingWrite, CoreError>>),
+    /// Hand `cmd` to Raft; Raft answers through the responder once the entry is applied (a
+    /// dropped responder means the write was never proposed or its outcome is unknown).
+    Propose(ShardCommand, WriteResponderOf<TypeConfig>),
 }
 
 /// The entity actor.
@@ -61,15 +57,11 @@ impl Actor for EntityActor {
         state: &mut EntityState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            EntityMsg::Propose(cmd, reply) => {
-                let (responder, pending) = ProgressResponder::complete_only();
-                let result = state
-                    .raft
-                    .client_write_ff(Proposal::now(Command::Shard(cmd)), Some(responder))
-                    .await
-                    .map(|_| pending)
-                    .map_err(|e| CoreError::unavailable(format!("raft stopped: {e}")));
-                let _ = reply.send(result);
+            EntityMsg::Propose(cmd, responder) => {
+                let proposal = Proposal::now(Command::Shard(cmd));
+                if let Err(e) = state.raft.client_write_ff(proposal, Some(responder)).await {
+                    tracing::warn!(error = %e, "raft stopped; write dropped");
+                }
             }
         }
         Ok(())

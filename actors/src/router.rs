@@ -18,9 +18,9 @@ use conclave_raft::shard::query;
 use conclave_raft::storage::GroupKv;
 use conclave_raft::{GroupId, Groups, NodeId, TypeConfig, META_GROUP};
 use openraft::errors::ClientWriteError;
+use openraft::impls::ProgressResponder;
 use openraft::raft::ClientWriteResult;
 use openraft::ReadPolicy;
-use ractor::rpc::CallResult;
 use tokio::sync::Semaphore;
 
 use crate::entity_actor::{ActorRegistry, EntityMsg};
@@ -251,22 +251,16 @@ impl Router {
                     Ok(a) => a,
                     Err(e) => return ForwardResult::Done(Err(e)),
                 };
-                let cmd = cmd.clone();
-                let pending = match actor
-                    .call(
-                        |tx| EntityMsg::Propose(cmd, tx),
-                        Some(Duration::from_secs(5)),
-                    )
-                    .await
+                // The actor orders the proposal; Raft answers this task directly.
+                let (responder, pending) = ProgressResponder::complete_only();
+                if actor
+                    .send_message(EntityMsg::Propose(cmd.clone(), responder))
+                    .is_err()
                 {
-                    Ok(CallResult::Success(Ok(p))) => p,
-                    Ok(CallResult::Success(Err(e))) => return ForwardResult::Done(Err(e)),
-                    Ok(_) | Err(_) => {
-                        return ForwardResult::Done(Err(CoreError::unavailable(
-                            "entity actor did not answer",
-                        )))
-                    }
-                };
+                    return ForwardResult::Done(Err(CoreError::unavailable(
+                        "entity actor stopped; retry",
+                    )));
+                }
                 match pending.await {
                     Ok(result) => map_write(result),
                     Err(_) => ForwardResult::Done(Err(CoreError::unavailable(
