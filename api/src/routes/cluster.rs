@@ -1,7 +1,6 @@
 //! `/v1/cluster`: status, entity location, and node removal.
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use conclave_actors::status::cluster_status;
@@ -14,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::{run, shard, unexpected};
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiPath, ApiQuery, ApiResult};
 use crate::state::AppState;
 use crate::validate;
 
@@ -39,10 +38,9 @@ pub(super) async fn status(
 pub(super) async fn locate(
     State(state): State<AppState>,
     caller: Caller,
-    q: Result<Query<LocateQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<LocateQuery>,
 ) -> ApiResult<Json<Value>> {
     caller.require(Scope::Read)?;
-    let Query(q) = q?;
     let group = match (q.task, q.kind, q.name) {
         (Some(task), None, None) => {
             shard_of_task_id(&task).ok_or_else(|| ApiError::bad_request("malformed task id"))?
@@ -79,10 +77,9 @@ pub(super) async fn locate(
 pub(super) async fn remove_node(
     State(state): State<AppState>,
     caller: Caller,
-    id: Result<Path<NodeId>, PathRejection>,
+    ApiPath(id): ApiPath<NodeId>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require(Scope::Admin)?;
-    let Path(id) = id?;
     let cmd = MetaCommand::SetNodeState {
         id,
         state: NodeState::Draining,

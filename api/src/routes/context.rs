@@ -1,7 +1,6 @@
 //! `/v1/context`: the workspace's shared key-value store.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::Json;
 use conclave_actors::{ClientRequest, ClientResponse};
 use conclave_raft::meta::Scope;
@@ -12,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::{json_value, run, shard, unexpected};
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 use crate::state::AppState;
 use crate::validate;
 
@@ -35,13 +34,11 @@ fn entry_json(e: &ContextEntry) -> Value {
 pub(super) async fn put(
     State(state): State<AppState>,
     caller: Caller,
-    key: Result<Path<String>, PathRejection>,
-    body: Result<Json<PutBody>, JsonRejection>,
+    ApiPath(key): ApiPath<String>,
+    ApiJson(body): ApiJson<PutBody>,
 ) -> ApiResult<Json<Value>> {
     caller.require(Scope::Full)?;
-    let Path(key) = key?;
     validate::key("key", &key)?;
-    let Json(body) = body?;
     let value =
         serde_json::to_string(&body.value).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let group = shard(&state, &caller.workspace, "context", &key)?;
@@ -59,10 +56,9 @@ pub(super) async fn put(
 pub(super) async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    key: Result<Path<String>, PathRejection>,
+    ApiPath(key): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     caller.require(Scope::Read)?;
-    let Path(key) = key?;
     validate::key("key", &key)?;
     let group = shard(&state, &caller.workspace, "context", &key)?;
     let q = ShardQuery::ContextGet {
@@ -78,10 +74,9 @@ pub(super) async fn get(
 pub(super) async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    key: Result<Path<String>, PathRejection>,
+    ApiPath(key): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     caller.require(Scope::Full)?;
-    let Path(key) = key?;
     validate::key("key", &key)?;
     let group = shard(&state, &caller.workspace, "context", &key)?;
     let cmd = ShardCommand::ContextDelete {
@@ -101,10 +96,9 @@ pub(super) async fn delete(
 pub(super) async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    q: Result<Query<ListQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Value>> {
     caller.require(Scope::Read)?;
-    let Query(q) = q?;
     let limit = validate::limit(q.limit, 100)?;
     if let Some(c) = &q.cursor {
         validate::key("cursor", c)?;

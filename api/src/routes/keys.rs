@@ -1,6 +1,5 @@
 //! `/v1/api-keys`: keys are random, shown once, stored as SHA-256 hashes in the meta group.
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -12,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::{run, unexpected};
 use crate::auth::{hash_secret, new_secret, Caller};
-use crate::error::ApiResult;
+use crate::error::{ApiJson, ApiResult};
 use crate::state::AppState;
 use crate::validate;
 
@@ -26,10 +25,9 @@ pub(super) struct CreateBody {
 pub(super) async fn create(
     State(state): State<AppState>,
     caller: Caller,
-    body: Result<Json<CreateBody>, JsonRejection>,
+    ApiJson(body): ApiJson<CreateBody>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require(Scope::Admin)?;
-    let Json(body) = body?;
     validate::name("name", &body.name)?;
     let secret = new_secret();
     let cmd = MetaCommand::CreateApiKey {

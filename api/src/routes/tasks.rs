@@ -1,7 +1,6 @@
 //! `/v1/tasks`: the workspace's task queue; a claim has exactly one winner.
 
-use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use conclave_actors::{ClientRequest, ClientResponse};
@@ -13,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::{run, shard, unexpected};
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiJson, ApiPath, ApiResult};
 use crate::state::AppState;
 use crate::validate;
 
@@ -64,10 +63,9 @@ fn task_result(resp: ClientResponse) -> ApiResult<Json<Value>> {
 pub(super) async fn create(
     State(state): State<AppState>,
     caller: Caller,
-    body: Result<Json<CreateBody>, JsonRejection>,
+    ApiJson(body): ApiJson<CreateBody>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require(Scope::Full)?;
-    let Json(body) = body?;
     validate::text("title", &body.title, validate::MAX_TITLE_BYTES, true)?;
     validate::text(
         "description",
@@ -90,10 +88,9 @@ pub(super) async fn create(
 pub(super) async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    id: Result<Path<String>, PathRejection>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     caller.require(Scope::Read)?;
-    let Path(id) = id?;
     let group = task_shard(&state, &id)?;
     let q = ShardQuery::TaskGet {
         ws: caller.workspace.clone(),
@@ -105,13 +102,11 @@ pub(super) async fn get(
 pub(super) async fn claim(
     State(state): State<AppState>,
     caller: Caller,
-    id: Result<Path<String>, PathRejection>,
-    body: Result<Json<ClaimBody>, JsonRejection>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<ClaimBody>,
 ) -> ApiResult<Json<Value>> {
     caller.require(Scope::Full)?;
-    let Path(id) = id?;
     let group = task_shard(&state, &id)?;
-    let Json(body) = body?;
     validate::name("agent", &body.agent)?;
     let lease_secs = body.lease_secs.unwrap_or(DEFAULT_LEASE_SECS);
     if !(1..=MAX_LEASE_SECS).contains(&lease_secs) {

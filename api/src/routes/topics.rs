@@ -1,7 +1,6 @@
 //! `/v1/topics`: durable pub/sub with gap-free per-topic sequences.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use conclave_actors::{ClientRequest, ClientResponse};
@@ -13,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::{json_value, run, shard, unexpected};
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 use crate::state::AppState;
 use crate::validate;
 
@@ -48,10 +47,9 @@ fn topic_json(t: &Topic) -> Value {
 pub(super) async fn create(
     State(state): State<AppState>,
     caller: Caller,
-    body: Result<Json<CreateBody>, JsonRejection>,
+    ApiJson(body): ApiJson<CreateBody>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require(Scope::Full)?;
-    let Json(body) = body?;
     validate::name("name", &body.name)?;
     let retention_hours = body.retention_hours.unwrap_or(DEFAULT_RETENTION_HOURS);
     if !(1..=MAX_RETENTION_HOURS).contains(&retention_hours) {
@@ -76,13 +74,11 @@ pub(super) async fn create(
 pub(super) async fn publish(
     State(state): State<AppState>,
     caller: Caller,
-    name: Result<Path<String>, PathRejection>,
-    body: Result<Json<PublishBody>, JsonRejection>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(body): ApiJson<PublishBody>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require(Scope::Full)?;
-    let Path(name) = name?;
     validate::name("topic", &name)?;
-    let Json(body) = body?;
     let text =
         serde_json::to_string(&body.body).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let group = shard(&state, &caller.workspace, "topic", &name)?;
@@ -107,13 +103,11 @@ pub(super) async fn publish(
 pub(super) async fn messages(
     State(state): State<AppState>,
     caller: Caller,
-    name: Result<Path<String>, PathRejection>,
-    q: Result<Query<MessagesQuery>, QueryRejection>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<MessagesQuery>,
 ) -> ApiResult<Json<Value>> {
     caller.require(Scope::Read)?;
-    let Path(name) = name?;
     validate::name("topic", &name)?;
-    let Query(q) = q?;
     let limit = validate::limit(q.limit, 100)?;
     let since = q.since.unwrap_or(0);
     let group = shard(&state, &caller.workspace, "topic", &name)?;
