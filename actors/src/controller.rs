@@ -19,7 +19,6 @@ use openraft::ChangeMembers;
 use serde::{Deserialize, Serialize};
 
 use crate::placement::{plan, NodeHealth, Step, View};
-use crate::request::ClientRequest;
 use crate::router::Router;
 use crate::status::{gather, LocalStatus};
 
@@ -254,10 +253,7 @@ impl Controller {
     }
 
     async fn meta_write(&self, cmd: MetaCommand) -> Result<(), CoreError> {
-        self.router
-            .execute(META_GROUP, ClientRequest::Meta(cmd))
-            .await
-            .map(|_| ())
+        self.router.execute_meta(cmd).await.map(|_| ())
     }
 
     async fn drive_move(

@@ -16,7 +16,7 @@ use conclave_raft::command::{Command, Proposal, Response};
 use conclave_raft::error::CoreError;
 use conclave_raft::shard::query;
 use conclave_raft::storage::GroupKv;
-use conclave_raft::{GroupId, Groups, NodeId, TypeConfig, META_GROUP};
+use conclave_raft::{GroupId, Groups, MetaCommand, MetaResponse, NodeId, TypeConfig, META_GROUP};
 use openraft::errors::ClientWriteError;
 use openraft::impls::ProgressResponder;
 use openraft::raft::ClientWriteResult;
@@ -186,6 +186,18 @@ impl Router {
         Err(CoreError::unavailable(format!(
             "group {group} has no reachable leader: {last_error}"
         )))
+    }
+
+    /// Runs a meta command on the meta leader; a refusal is an error, so no caller can mistake
+    /// it for success.
+    pub async fn execute_meta(&self, cmd: MetaCommand) -> Result<MetaResponse, CoreError> {
+        match self.execute(META_GROUP, ClientRequest::Meta(cmd)).await? {
+            ClientResponse::Meta(MetaResponse::Refused(e)) => Err(e),
+            ClientResponse::Meta(resp) => Ok(resp),
+            other => Err(CoreError::internal(format!(
+                "unexpected meta response {other:?}"
+            ))),
+        }
     }
 
     fn pick_target(&self, group: GroupId, attempt: usize) -> Option<NodeId> {

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use conclave_actors::controller::{run_shard_action, ShardAction};
 use conclave_actors::status::local_status;
-use conclave_actors::{ClientRequest, ClientResponse, Router};
+use conclave_actors::{ClientRequest, Router};
 use conclave_proto::peer::peer_server::Peer;
 use conclave_proto::peer::*;
 use conclave_raft::codec::{decode, encode};
@@ -15,9 +15,7 @@ use conclave_raft::meta::NodeState;
 use conclave_raft::network::SECRET_HEADER;
 use conclave_raft::shard::query;
 use conclave_raft::storage::GroupKv;
-use conclave_raft::{
-    Groups, MetaCommand, MetaResponse, NodeInfo, ShardQuery, ShardReadResult, META_GROUP,
-};
+use conclave_raft::{Groups, MetaCommand, MetaResponse, NodeInfo, ShardQuery, ShardReadResult};
 use futures::Stream;
 use subtle::ConstantTimeEq;
 use tokio_stream::wrappers::ReceiverStream;
@@ -182,14 +180,11 @@ impl Peer for PeerService {
         };
         let resp = ctx
             .router
-            .execute(
-                META_GROUP,
-                ClientRequest::Meta(MetaCommand::AddNode { info: info.clone() }),
-            )
+            .execute_meta(MetaCommand::AddNode { info: info.clone() })
             .await
             .map_err(core_status)?;
         match resp {
-            ClientResponse::Meta(MetaResponse::NodeId(id)) => {
+            MetaResponse::NodeId(id) => {
                 tracing::info!(node = id, %info, "node joined");
                 let nodes: Vec<(u64, NodeInfo)> = ctx
                     .groups
@@ -203,7 +198,6 @@ impl Peer for PeerService {
                     nodes: encode(&nodes),
                 }))
             }
-            ClientResponse::Meta(MetaResponse::Refused(e)) => Err(core_status(e)),
             other => Err(Status::internal(format!("unexpected response {other:?}"))),
         }
     }
@@ -215,16 +209,8 @@ impl Peer for PeerService {
             id,
             state: NodeState::Draining,
         };
-        match ctx
-            .router
-            .execute(META_GROUP, ClientRequest::Meta(cmd))
-            .await
-            .map_err(core_status)?
-        {
-            ClientResponse::Meta(MetaResponse::Ok) => Ok(Response::new(LeaveReply {})),
-            ClientResponse::Meta(MetaResponse::Refused(e)) => Err(core_status(e)),
-            other => Err(Status::internal(format!("unexpected response {other:?}"))),
-        }
+        ctx.router.execute_meta(cmd).await.map_err(core_status)?;
+        Ok(Response::new(LeaveReply {}))
     }
 
     async fn local_status(

@@ -4,14 +4,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use conclave_actors::status::cluster_status;
-use conclave_actors::{ClientRequest, ClientResponse};
 use conclave_raft::meta::{NodeState, Scope};
 use conclave_raft::shard::shard_of_task_id;
-use conclave_raft::{MetaCommand, MetaResponse, NodeId, META_GROUP};
+use conclave_raft::{MetaCommand, NodeId};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{run, shard, unexpected};
+use super::shard;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiPath, ApiQuery, ApiResult};
 use crate::state::AppState;
@@ -84,11 +83,9 @@ pub(super) async fn remove_node(
         id,
         state: NodeState::Draining,
     };
-    match run(&state, META_GROUP, ClientRequest::Meta(cmd)).await? {
-        ClientResponse::Meta(MetaResponse::Ok) => Ok((
-            StatusCode::ACCEPTED,
-            Json(json!({"node_id": id, "state": "draining"})),
-        )),
-        other => Err(unexpected(other)),
-    }
+    state.router.execute_meta(cmd).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"node_id": id, "state": "draining"})),
+    ))
 }

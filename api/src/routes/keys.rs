@@ -3,15 +3,13 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use conclave_actors::{ClientRequest, ClientResponse};
 use conclave_raft::meta::Scope;
-use conclave_raft::{MetaCommand, MetaResponse, META_GROUP};
+use conclave_raft::{MetaCommand, MetaResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{run, unexpected};
 use crate::auth::{hash_secret, new_secret, Caller};
-use crate::error::{ApiJson, ApiResult};
+use crate::error::{ApiError, ApiJson, ApiResult};
 use crate::state::AppState;
 use crate::validate;
 
@@ -36,13 +34,13 @@ pub(super) async fn create(
         scope: body.scope,
         hash: hash_secret(&secret),
     };
-    match run(&state, META_GROUP, ClientRequest::Meta(cmd)).await? {
-        ClientResponse::Meta(MetaResponse::ApiKeyId(id)) => Ok((
+    match state.router.execute_meta(cmd).await? {
+        MetaResponse::ApiKeyId(id) => Ok((
             StatusCode::CREATED,
             Json(
                 json!({"id": id, "name": body.name, "scope": body.scope, "workspace_id": caller.workspace, "key": secret}),
             ),
         )),
-        other => Err(unexpected(other)),
+        other => Err(ApiError::internal(format!("unexpected response {other:?}"))),
     }
 }

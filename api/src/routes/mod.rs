@@ -12,7 +12,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use conclave_actors::{ClientRequest, ClientResponse};
 use conclave_raft::error::CoreError;
-use conclave_raft::{GroupId, MetaResponse, ShardResponse};
+use conclave_raft::{GroupId, ShardResponse};
 use serde_json::{json, Value};
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::trace::TraceLayer;
@@ -70,11 +70,11 @@ async fn readyz(
     }
 }
 
-/// Runs `req` on `group` through the router; a deterministic refusal becomes its error.
+/// Runs a shard request on `group` through the router; a deterministic refusal becomes its
+/// error (meta writes go through `Router::execute_meta`, which does the same).
 async fn run(state: &AppState, group: GroupId, req: ClientRequest) -> ApiResult<ClientResponse> {
     match state.router.execute(group, req).await? {
-        ClientResponse::Write(ShardResponse::Refused(e))
-        | ClientResponse::Meta(MetaResponse::Refused(e)) => Err(e.into()),
+        ClientResponse::Write(ShardResponse::Refused(e)) => Err(e.into()),
         other => Ok(other),
     }
 }
