@@ -1,5 +1,5 @@
-//! One ractor actor per entity (context key, topic, task queue, task), living on the node that
-//! leads the entity's shard.
+//! One ractor actor per entity (topic, task queue, task, and each workspace's context store on a
+//! shard), living on the node that leads the entity's shard.
 //!
 //! The actor orders proposals for its entity: it hands each to Raft without waiting for the
 //! commit, so one entity's writes pipeline while keeping their submission order. It holds no
@@ -19,8 +19,17 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 /// An actor idle this long is stopped; it is spawned again on next use.
 pub const IDLE_AFTER: Duration = Duration::from_secs(30);
 
-/// Identity of an entity: shard, workspace, kind, name.
+/// Identity of an entity actor: shard, workspace, kind, name.
 pub type EntityKey = (GroupId, String, &'static str, String);
+
+/// The actor that orders `cmd` on shard `group`: the addressed topic, task queue or task, or
+/// for context keys the workspace's context store on that shard (one actor for all of its keys
+/// there, which keeps each key's writes in order without an actor per key).
+pub fn actor_key(group: GroupId, cmd: &ShardCommand) -> EntityKey {
+    let (ws, kind, name) = cmd.entity();
+    let name = if kind == "context" { "" } else { name };
+    (group, ws.to_string(), kind, name.to_string())
+}
 
 /// Messages an entity actor handles.
 pub enum EntityMsg {

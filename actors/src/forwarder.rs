@@ -1,10 +1,16 @@
 //! How the router reaches another node's router: a trait, with the gRPC implementation here.
 
-use conclave_proto::peer::ForwardRequest;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use conclave_proto::peer::{ForwardReply, ForwardRequest};
 use conclave_raft::codec::{decode, encode};
 use conclave_raft::network::Peers;
 use conclave_raft::GroupId;
 use futures::future::BoxFuture;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::request::{ClientRequest, ForwardResult};
 
@@ -55,15 +61,104 @@ pub trait Forwarder: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<ForwardResult, ForwardError>>;
 }
 
-/// [`Forwarder`] over the peer gRPC service, on the shared per-peer connection.
+/// [`Forwarder`] over the peer gRPC service. Each peer gets one long-lived `Forward` stream on
+/// the shared connection, carrying every request forwarded to it tagged with an id; replies come
+/// back tagged in completion order. Under load one connection write carries many requests and
+/// one wake-up reads many replies, where a call per request would pay a stream, headers and
+/// trailers, and a server task each.
 pub struct GrpcForwarder {
     peers: Peers,
+    streams: Mutex<HashMap<String, Arc<Stream>>>,
+    next_id: AtomicU64,
+}
+
+/// Requests awaiting replies on one peer's stream.
+type Pending = HashMap<u64, oneshot::Sender<Result<ForwardResult, ForwardError>>>;
+
+/// One peer's forward stream.
+struct Stream {
+    requests: mpsc::UnboundedSender<ForwardRequest>,
+    /// `None` once the stream has ended: its requests were answered with errors, and a new
+    /// stream takes over.
+    pending: Mutex<Option<Pending>>,
+}
+
+impl Stream {
+    /// Ends the stream, failing every request still waiting with `error`.
+    fn close(&self, error: ForwardError) {
+        let pending = self.pending.lock().expect("pending lock").take();
+        for (_, tx) in pending.into_iter().flatten() {
+            let _ = tx.send(Err(error.clone()));
+        }
+    }
 }
 
 impl GrpcForwarder {
     /// A forwarder using `peers`' connections.
     pub fn new(peers: Peers) -> Self {
-        Self { peers }
+        Self {
+            peers,
+            streams: Mutex::default(),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// The live stream to `addr`, opened if there is none.
+    fn stream(&self, addr: &str) -> Result<Arc<Stream>, ForwardError> {
+        let mut streams = self.streams.lock().expect("streams lock");
+        if let Some(stream) = streams.get(addr) {
+            if stream.pending.lock().expect("pending lock").is_some() {
+                return Ok(stream.clone());
+            }
+        }
+        let mut client = self
+            .peers
+            .client(addr)
+            .map_err(|e| ForwardError::NotSent(e.to_string()))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let stream = Arc::new(Stream {
+            requests: tx,
+            pending: Mutex::new(Some(HashMap::new())),
+        });
+        streams.insert(addr.to_string(), stream.clone());
+        let driven = stream.clone();
+        let addr = addr.to_string();
+        tokio::spawn(async move {
+            let replies = match client.forward(UnboundedReceiverStream::new(rx)).await {
+                Ok(replies) => replies.into_inner(),
+                // Only a failure to connect proves the queued requests never left.
+                Err(status) => return driven.close(ForwardError::from_status(&status)),
+            };
+            let error = read_replies(&driven, replies, &addr).await;
+            driven.close(ForwardError::Unknown(error));
+        });
+        Ok(stream)
+    }
+}
+
+/// Hands each reply on `replies` to its waiting request; returns why the stream ended.
+async fn read_replies(
+    stream: &Stream,
+    mut replies: tonic::Streaming<ForwardReply>,
+    addr: &str,
+) -> String {
+    loop {
+        let reply = match replies.message().await {
+            Ok(Some(reply)) => reply,
+            Ok(None) => return format!("forward stream to {addr} ended"),
+            Err(status) => return format!("forward stream to {addr} failed: {status}"),
+        };
+        let waiting = stream
+            .pending
+            .lock()
+            .expect("pending lock")
+            .as_mut()
+            .and_then(|p| p.remove(&reply.id));
+        if let Some(tx) = waiting {
+            let result = decode(&reply.response)
+                .map_err(|e| ForwardError::Unknown(format!("malformed reply from {addr}: {e}")));
+            let _ = tx.send(result);
+        }
     }
 }
 
@@ -75,21 +170,36 @@ impl Forwarder for GrpcForwarder {
         req: &'a ClientRequest,
     ) -> BoxFuture<'a, Result<ForwardResult, ForwardError>> {
         Box::pin(async move {
-            let mut client = self
-                .peers
-                .client(addr)
-                .map_err(|e| ForwardError::NotSent(e.to_string()))?;
-            let call = client.forward(ForwardRequest {
+            let stream = self.stream(addr)?;
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let (tx, rx) = oneshot::channel();
+            match stream.pending.lock().expect("pending lock").as_mut() {
+                Some(pending) => pending.insert(id, tx),
+                None => return Err(ForwardError::NotSent(format!("stream to {addr} ended"))),
+            };
+            let request = ForwardRequest {
                 shard: group,
                 request: encode(req),
-            });
-            let reply = tokio::time::timeout(FORWARD_TIMEOUT, call)
-                .await
-                .map_err(|_| ForwardError::Unknown(format!("forwarding to {addr} timed out")))?
-                .map_err(|s| ForwardError::from_status(&s))?
-                .into_inner();
-            decode(&reply.response)
-                .map_err(|e| ForwardError::Unknown(format!("malformed reply from {addr}: {e}")))
+                id,
+            };
+            if stream.requests.send(request).is_err() {
+                // The stream's reader is gone, so the request was never taken.
+                return Err(ForwardError::NotSent(format!("stream to {addr} ended")));
+            }
+            match tokio::time::timeout(FORWARD_TIMEOUT, rx).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(ForwardError::Unknown(format!(
+                    "forward stream to {addr} dropped the request"
+                ))),
+                Err(_) => {
+                    if let Some(p) = stream.pending.lock().expect("pending lock").as_mut() {
+                        p.remove(&id);
+                    }
+                    Err(ForwardError::Unknown(format!(
+                        "forwarding to {addr} timed out"
+                    )))
+                }
+            }
         })
     }
 }

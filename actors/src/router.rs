@@ -23,7 +23,7 @@ use openraft::raft::ClientWriteResult;
 use openraft::ReadPolicy;
 use tokio::sync::Semaphore;
 
-use crate::entity_actor::{ActorRegistry, EntityMsg};
+use crate::entity_actor::{actor_key, ActorRegistry, EntityMsg};
 use crate::forwarder::{ForwardError, Forwarder};
 use crate::request::{ClientRequest, ClientResponse, ForwardResult};
 
@@ -257,9 +257,11 @@ impl Router {
         };
         match req {
             ClientRequest::Write(cmd) => {
-                let (ws, kind, name) = cmd.entity();
-                let key = (group, ws.to_string(), kind, name.to_string());
-                let actor = match self.actors.get_or_spawn(key, &raft).await {
+                let actor = match self
+                    .actors
+                    .get_or_spawn(actor_key(group, &cmd), &raft)
+                    .await
+                {
                     Ok(a) => a,
                     Err(e) => return ForwardResult::Done(Err(e)),
                 };

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use conclave_actors::controller::{run_shard_action, ShardAction};
 use conclave_actors::status::local_status;
-use conclave_actors::{ClientRequest, Router};
+use conclave_actors::{ClientRequest, ForwardResult, Router};
 use conclave_proto::peer::peer_server::Peer;
 use conclave_proto::peer::*;
 use conclave_raft::codec::{decode, encode};
@@ -20,6 +20,9 @@ use futures::Stream;
 use subtle::ConstantTimeEq;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
+
+/// Replies of one forward stream.
+type ForwardReplies = Pin<Box<dyn Stream<Item = Result<ForwardReply, Status>> + Send>>;
 
 /// Events buffered per watch stream; a slow watcher makes the sender wait, never grow memory.
 const WATCH_BUFFER: usize = 256;
@@ -100,18 +103,37 @@ impl Peer for PeerService {
         ))
     }
 
+    type ForwardStream = ForwardReplies;
+
     async fn forward(
         &self,
-        req: Request<ForwardRequest>,
-    ) -> Result<Response<ForwardReply>, Status> {
-        let ctx = self.ctx()?;
-        let req = req.into_inner();
-        let client_req: ClientRequest = decode(&req.request)
-            .map_err(|e| Status::invalid_argument(format!("malformed request: {e}")))?;
-        let result = ctx.router.execute_local(req.shard, &client_req).await;
-        Ok(Response::new(ForwardReply {
-            response: encode(&result),
-        }))
+        req: Request<Streaming<ForwardRequest>>,
+    ) -> Result<Response<ForwardReplies>, Status> {
+        let router = self.ctx()?.router.clone();
+        let mut requests = req.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        // Each request runs in its own task, so a slow shard never holds up the others' replies.
+        // The sender bounds what it has in flight; the replies end when the requests do.
+        tokio::spawn(async move {
+            while let Ok(Some(req)) = requests.message().await {
+                let (router, tx) = (router.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let result = match decode::<ClientRequest>(&req.request) {
+                        Ok(client_req) => router.execute_local(req.shard, &client_req).await,
+                        Err(e) => ForwardResult::Done(Err(CoreError::internal(format!(
+                            "malformed forwarded request: {e}"
+                        )))),
+                    };
+                    let _ = tx.send(Ok(ForwardReply {
+                        response: encode(&result),
+                        id: req.id,
+                    }));
+                });
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
+        )))
     }
 
     type WatchStream = WatchStream;

@@ -13,7 +13,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use bytes::Bytes;
 use conclave_cluster_tests::{Cluster, NodeClient};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -120,7 +126,7 @@ struct ClientRecord {
     sample_error: Option<String>,
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let args = Args::parse()?;
     let duration = Duration::from_secs(args.seconds);
@@ -179,51 +185,121 @@ fn topic_name(t: usize) -> String {
     format!("bench-{t}")
 }
 
+/// One client's own HTTP/1.1 keep-alive connection to a node. The load generator shares the
+/// machine's two cores with the nodes, so it sends prepared requests on a bare connection rather
+/// than through a pooled general-purpose client.
+struct Connection {
+    address: String,
+    authorization: HeaderValue,
+    send: Option<http1::SendRequest<Full<Bytes>>>,
+}
+
+impl Connection {
+    fn new(api: &NodeClient, api_key: &str) -> Result<Self> {
+        let base = api.base_url();
+        let address = format!(
+            "{}:{}",
+            base.host_str().context("node URL has no host")?,
+            base.port_or_known_default()
+                .context("node URL has no port")?
+        );
+        Ok(Self {
+            address,
+            authorization: HeaderValue::from_str(&format!("Bearer {api_key}"))?,
+            send: None,
+        })
+    }
+
+    /// Sends one JSON request and reads the whole answer; a non-2xx answer is an error.
+    async fn call(&mut self, method: Method, path: &str, body: Bytes) -> Result<()> {
+        let send = match &mut self.send {
+            Some(send) if !send.is_closed() => send,
+            _ => self.send.insert(self.connect().await?),
+        };
+        send.ready().await?;
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, self.address.as_str())
+            .header(AUTHORIZATION, self.authorization.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(body))?;
+        let response = match send.send_request(request).await {
+            Ok(response) => response,
+            Err(error) => {
+                self.send = None;
+                return Err(error.into());
+            }
+        };
+        let status = response.status();
+        let answer = response.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            bail!("{status}: {}", String::from_utf8_lossy(&answer));
+        }
+        Ok(())
+    }
+
+    async fn connect(&self) -> Result<http1::SendRequest<Full<Bytes>>> {
+        let stream = tokio::net::TcpStream::connect(&self.address).await?;
+        stream.set_nodelay(true)?;
+        let (send, connection) = http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        Ok(send)
+    }
+}
+
 /// Runs `concurrency` closed-loop clients for `duration`, client `c` talking to node
-/// `c % nodes`, all sharing the cluster's connection pool.
+/// `c % nodes` over a connection of its own.
 async fn run(
     cluster: &Cluster,
     workload: Workload,
     concurrency: usize,
     duration: Duration,
 ) -> Result<RunResult> {
-    let body = Value::String("x".repeat(BODY_BYTES));
+    let publish_body = Bytes::from(
+        json!({ "body": "x".repeat(BODY_BYTES) })
+            .to_string()
+            .into_bytes(),
+    );
     let started = Instant::now();
     let deadline = started + duration;
-    let clients: Vec<_> = (0..concurrency)
-        .map(|c| {
-            let api = cluster.api(c % cluster.len()).clone();
-            let body = body.clone();
-            tokio::spawn(async move {
-                let mut rng = StdRng::seed_from_u64(c as u64);
-                let mut record = ClientRecord::default();
-                let mut n = 0u64;
-                while Instant::now() < deadline {
-                    n += 1;
-                    let begun = Instant::now();
-                    let outcome = match workload {
-                        Workload::TopicPublish => {
-                            let topic = topic_name(rng.random_range(0..TOPICS));
-                            api.publish(&topic, body.clone()).await.map(drop)
-                        }
-                        Workload::ContextPut => {
-                            let key = format!("bench-key-{}", rng.random_range(0..KEYS));
-                            let value = json!({ "client": c, "n": n });
-                            api.put_context(&key, value).await.map(drop)
-                        }
-                    };
-                    match outcome {
-                        Ok(()) => record.latencies_us.push(begun.elapsed().as_micros() as u64),
-                        Err(error) => {
-                            record.errors += 1;
-                            record.sample_error.get_or_insert_with(|| error.to_string());
-                        }
+    let mut clients = Vec::with_capacity(concurrency);
+    for c in 0..concurrency {
+        let mut connection = Connection::new(cluster.api(c % cluster.len()), cluster.api_key())?;
+        let publish_body = publish_body.clone();
+        clients.push(tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(c as u64);
+            let mut record = ClientRecord::default();
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                n += 1;
+                let begun = Instant::now();
+                let outcome = match workload {
+                    Workload::TopicPublish => {
+                        let topic = topic_name(rng.random_range(0..TOPICS));
+                        let path = format!("/v1/topics/{topic}/publish");
+                        connection
+                            .call(Method::POST, &path, publish_body.clone())
+                            .await
+                    }
+                    Workload::ContextPut => {
+                        let key = format!("bench-key-{}", rng.random_range(0..KEYS));
+                        let path = format!("/v1/context/{key}");
+                        let body = json!({ "value": { "client": c, "n": n } }).to_string();
+                        connection.call(Method::PUT, &path, Bytes::from(body)).await
+                    }
+                };
+                match outcome {
+                    Ok(()) => record.latencies_us.push(begun.elapsed().as_micros() as u64),
+                    Err(error) => {
+                        record.errors += 1;
+                        record.sample_error.get_or_insert_with(|| error.to_string());
                     }
                 }
-                record
-            })
-        })
-        .collect();
+            }
+            record
+        }));
+    }
     let mut latencies = Vec::new();
     let mut errors = 0;
     let mut sample_error = None;

@@ -1,7 +1,9 @@
 //! The Raft log and vote of one group, in the node's shared RocksDB.
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex};
 
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
@@ -18,18 +20,86 @@ const VOTE: &[u8] = b"vote";
 const PURGED: &[u8] = b"purged";
 const COMMITTED: &[u8] = b"committed";
 
+/// How many of a group's newest entries are also kept in memory.
+const RECENT_ENTRIES: usize = 1024;
+
 /// Log storage of one group.
 #[derive(Clone)]
 pub struct LogStore {
     group: GroupId,
     db: Db,
     fsync: Fsync,
+    recent: Arc<Mutex<Recent>>,
+}
+
+/// The newest entries of the log, so replication reads what it just appended from memory rather
+/// than decoding it back from RocksDB. Always a contiguous run ending at the last stored entry.
+#[derive(Default)]
+struct Recent {
+    entries: VecDeque<Entry>,
+}
+
+impl Recent {
+    fn append(&mut self, entry: &Entry) {
+        let index = entry.index();
+        while self.entries.back().is_some_and(|e| e.index() >= index) {
+            self.entries.pop_back();
+        }
+        if self.entries.back().is_some_and(|e| e.index() + 1 != index) {
+            self.entries.clear();
+        }
+        self.entries.push_back(entry.clone());
+        if self.entries.len() > RECENT_ENTRIES {
+            self.entries.pop_front();
+        }
+    }
+
+    /// Forgets entries from index `from` on.
+    fn truncate(&mut self, from: u64) {
+        while self.entries.back().is_some_and(|e| e.index() >= from) {
+            self.entries.pop_back();
+        }
+    }
+
+    /// Forgets entries up to and including index `upto`.
+    fn purge(&mut self, upto: u64) {
+        while self.entries.front().is_some_and(|e| e.index() <= upto) {
+            self.entries.pop_front();
+        }
+    }
+
+    /// The stored entries in `range` if they start inside the kept run (the run reaches the end
+    /// of the log, so nothing past it exists); `None` when RocksDB must be read.
+    fn get(&self, range: &impl RangeBounds<u64>, start: u64) -> Option<Vec<Entry>> {
+        let first = self.entries.front()?.index();
+        if start < first {
+            return None;
+        }
+        let skip = usize::try_from(start - first).ok()?;
+        Some(
+            self.entries
+                .iter()
+                .skip(skip)
+                .take_while(|e| range.contains(&e.index()))
+                .cloned()
+                .collect(),
+        )
+    }
 }
 
 impl LogStore {
     /// The log of `group`.
     pub fn new(group: GroupId, db: Db, fsync: Fsync) -> Self {
-        Self { group, db, fsync }
+        Self {
+            group,
+            db,
+            fsync,
+            recent: Arc::default(),
+        }
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.recent.lock().expect("recent entries lock")
     }
 
     fn log_key(&self, index: u64) -> Vec<u8> {
@@ -69,6 +139,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(x) => *x + 1,
             Bound::Unbounded => 0,
         };
+        if let Some(entries) = self.recent().get(&range, start) {
+            return Ok(entries);
+        }
         let from = self.log_key(start);
         let mut out = Vec::new();
         let it = self.db.inner.iterator_cf(
@@ -148,15 +221,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let mut batch = WriteBatch::default();
-        for entry in entries {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        for entry in &entries {
             batch.put_cf(
                 self.db.cf(CF_LOG),
                 self.log_key(entry.index()),
-                encode(&entry),
+                encode(entry),
             );
         }
         // Written unsynced so the entries are readable now; durable once the fsync thread runs.
         self.db.inner.write(batch).map_err(io_err)?;
+        let mut recent = self.recent();
+        for entry in &entries {
+            recent.append(entry);
+        }
+        drop(recent);
         self.fsync.after_sync(callback);
         Ok(())
     }
@@ -170,7 +249,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             self.log_key(u64::MAX),
         );
         batch.delete_cf(self.db.cf(CF_LOG), self.log_key(u64::MAX));
-        self.db.inner.write(batch).map_err(io_err)
+        self.db.inner.write(batch).map_err(io_err)?;
+        self.recent().truncate(from);
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> std::io::Result<()> {
@@ -182,6 +263,49 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             self.log_key(0),
             self.log_key(log_id.index() + 1),
         );
-        self.db.inner.write(batch).map_err(io_err)
+        self.db.inner.write(batch).map_err(io_err)?;
+        self.recent().purge(log_id.index());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: u64) -> Entry {
+        let leader = openraft::impls::leader_id_adv::LeaderId { term: 1, node_id: 1 };
+        Entry::new_blank(LogId::new(leader, index))
+    }
+
+    fn indexes(entries: Option<Vec<Entry>>) -> Option<Vec<u64>> {
+        entries.map(|es| es.iter().map(|e| e.index()).collect())
+    }
+
+    #[test]
+    fn recent_entries_stay_a_contiguous_suffix() {
+        let mut recent = Recent::default();
+        for i in 1..=5 {
+            recent.append(&entry(i));
+        }
+        assert_eq!(indexes(recent.get(&(2..4), 2)), Some(vec![2, 3]));
+        assert_eq!(indexes(recent.get(&(4..), 4)), Some(vec![4, 5]));
+        // Starting before the kept run means RocksDB must be read.
+        recent.purge(2);
+        assert_eq!(indexes(recent.get(&(2..), 2)), None);
+        assert_eq!(indexes(recent.get(&(3..), 3)), Some(vec![3, 4, 5]));
+        // An overwrite drops everything from its index on; a gap starts over.
+        recent.append(&entry(4));
+        assert_eq!(indexes(recent.get(&(3..), 3)), Some(vec![3, 4]));
+        recent.truncate(4);
+        assert_eq!(indexes(recent.get(&(3..), 3)), Some(vec![3]));
+        recent.append(&entry(9));
+        assert_eq!(indexes(recent.get(&(3..), 3)), None);
+        assert_eq!(indexes(recent.get(&(9..), 9)), Some(vec![9]));
+        for i in 10..10 + RECENT_ENTRIES as u64 {
+            recent.append(&entry(i));
+        }
+        assert_eq!(recent.entries.len(), RECENT_ENTRIES);
+        assert_eq!(recent.entries.front().map(|e| e.index()), Some(10));
     }
 }
