@@ -257,11 +257,7 @@ impl Router {
         };
         match req {
             ClientRequest::Write(cmd) => {
-                let actor = match self
-                    .actors
-                    .get_or_spawn(actor_key(group, &cmd), &raft)
-                    .await
-                {
+                let actor = match self.actors.get_or_spawn(actor_key(group, cmd), &raft).await {
                     Ok(a) => a,
                     Err(e) => return ForwardResult::Done(Err(e)),
                 };

@@ -274,7 +274,10 @@ mod tests {
     use super::*;
 
     fn entry(index: u64) -> Entry {
-        let leader = openraft::impls::leader_id_adv::LeaderId { term: 1, node_id: 1 };
+        let leader = openraft::impls::leader_id_adv::LeaderId {
+            term: 1,
+            node_id: 1,
+        };
         Entry::new_blank(LogId::new(leader, index))
     }
 
