@@ -84,9 +84,13 @@ struct Stream {
 }
 
 impl Stream {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Option<Pending>> {
+        self.pending.lock().expect("pending lock")
+    }
+
     /// Ends the stream, failing every request still waiting with `error`.
     fn close(&self, error: ForwardError) {
-        let pending = self.pending.lock().expect("pending lock").take();
+        let pending = self.pending().take();
         for (_, tx) in pending.into_iter().flatten() {
             let _ = tx.send(Err(error.clone()));
         }
@@ -107,7 +111,7 @@ impl GrpcForwarder {
     fn stream(&self, addr: &str) -> Result<Arc<Stream>, ForwardError> {
         let mut streams = self.streams.lock().expect("streams lock");
         if let Some(stream) = streams.get(addr) {
-            if stream.pending.lock().expect("pending lock").is_some() {
+            if stream.pending().is_some() {
                 return Ok(stream.clone());
             }
         }
@@ -148,12 +152,7 @@ async fn read_replies(
             Ok(None) => return format!("forward stream to {addr} ended"),
             Err(status) => return format!("forward stream to {addr} failed: {status}"),
         };
-        let waiting = stream
-            .pending
-            .lock()
-            .expect("pending lock")
-            .as_mut()
-            .and_then(|p| p.remove(&reply.id));
+        let waiting = stream.pending().as_mut().and_then(|p| p.remove(&reply.id));
         if let Some(tx) = waiting {
             let result = decode(&reply.response)
                 .map_err(|e| ForwardError::Unknown(format!("malformed reply from {addr}: {e}")));
@@ -173,7 +172,7 @@ impl Forwarder for GrpcForwarder {
             let stream = self.stream(addr)?;
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             let (tx, rx) = oneshot::channel();
-            match stream.pending.lock().expect("pending lock").as_mut() {
+            match stream.pending().as_mut() {
                 Some(pending) => pending.insert(id, tx),
                 None => return Err(ForwardError::NotSent(format!("stream to {addr} ended"))),
             };
@@ -192,7 +191,7 @@ impl Forwarder for GrpcForwarder {
                     "forward stream to {addr} dropped the request"
                 ))),
                 Err(_) => {
-                    if let Some(p) = stream.pending.lock().expect("pending lock").as_mut() {
+                    if let Some(p) = stream.pending().as_mut() {
                         p.remove(&id);
                     }
                     Err(ForwardError::Unknown(format!(

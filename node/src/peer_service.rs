@@ -18,7 +18,7 @@ use conclave_raft::storage::GroupKv;
 use conclave_raft::{Groups, MetaCommand, MetaResponse, NodeInfo, ShardQuery, ShardReadResult};
 use futures::Stream;
 use subtle::ConstantTimeEq;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
 /// Replies of one forward stream.
@@ -131,9 +131,7 @@ impl Peer for PeerService {
                 });
             }
         });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
-        )))
+        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
     }
 
     type WatchStream = WatchStream;

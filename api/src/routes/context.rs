@@ -9,9 +9,9 @@ use conclave_raft::{ShardCommand, ShardQuery, ShardReadResult, ShardResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{json_value, run, shard, unexpected};
+use super::{json_text, json_value, run, shard, unexpected};
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
+use crate::error::{ApiJson, ApiPath, ApiQuery, ApiResult};
 use crate::state::AppState;
 use crate::validate;
 
@@ -39,8 +39,7 @@ pub(super) async fn put(
 ) -> ApiResult<Json<Value>> {
     caller.require(Scope::Full)?;
     validate::key("key", &key)?;
-    let value =
-        serde_json::to_string(&body.value).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let value = json_text(&body.value)?;
     let group = shard(&state, &caller.workspace, "context", &key)?;
     let cmd = ShardCommand::ContextPut {
         ws: caller.workspace.clone(),

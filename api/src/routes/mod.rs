@@ -87,6 +87,11 @@ fn shard(state: &AppState, ws: &str, kind: &str, name: &str) -> ApiResult<GroupI
         .ok_or_else(|| ApiError::unavailable("the cluster is not bootstrapped yet"))
 }
 
+/// A client's JSON value as the text the state machine stores.
+fn json_text(value: &Value) -> ApiResult<String> {
+    serde_json::to_string(value).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
 /// Parses stored JSON text back into a value.
 fn json_value(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or(Value::Null)

@@ -10,7 +10,7 @@ use conclave_raft::{ShardCommand, ShardQuery, ShardReadResult, ShardResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{json_value, run, shard, unexpected};
+use super::{json_text, json_value, run, shard, unexpected};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 use crate::state::AppState;
@@ -79,8 +79,7 @@ pub(super) async fn publish(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require(Scope::Full)?;
     validate::name("topic", &name)?;
-    let text =
-        serde_json::to_string(&body.body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let text = json_text(&body.body)?;
     let group = shard(&state, &caller.workspace, "topic", &name)?;
     let cmd = ShardCommand::TopicPublish {
         ws: caller.workspace.clone(),

@@ -40,15 +40,13 @@ struct Recent {
 }
 
 impl Recent {
-    fn append(&mut self, entry: &Entry) {
+    fn append(&mut self, entry: Entry) {
         let index = entry.index();
-        while self.entries.back().is_some_and(|e| e.index() >= index) {
-            self.entries.pop_back();
-        }
+        self.truncate(index);
         if self.entries.back().is_some_and(|e| e.index() + 1 != index) {
             self.entries.clear();
         }
-        self.entries.push_back(entry.clone());
+        self.entries.push_back(entry);
         if self.entries.len() > RECENT_ENTRIES {
             self.entries.pop_front();
         }
@@ -232,7 +230,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Written unsynced so the entries are readable now; durable once the fsync thread runs.
         self.db.inner.write(batch).map_err(io_err)?;
         let mut recent = self.recent();
-        for entry in &entries {
+        for entry in entries {
             recent.append(entry);
         }
         drop(recent);
@@ -289,7 +287,7 @@ mod tests {
     fn recent_entries_stay_a_contiguous_suffix() {
         let mut recent = Recent::default();
         for i in 1..=5 {
-            recent.append(&entry(i));
+            recent.append(entry(i));
         }
         assert_eq!(indexes(recent.get(&(2..4), 2)), Some(vec![2, 3]));
         assert_eq!(indexes(recent.get(&(4..), 4)), Some(vec![4, 5]));
@@ -298,15 +296,15 @@ mod tests {
         assert_eq!(indexes(recent.get(&(2..), 2)), None);
         assert_eq!(indexes(recent.get(&(3..), 3)), Some(vec![3, 4, 5]));
         // An overwrite drops everything from its index on; a gap starts over.
-        recent.append(&entry(4));
+        recent.append(entry(4));
         assert_eq!(indexes(recent.get(&(3..), 3)), Some(vec![3, 4]));
         recent.truncate(4);
         assert_eq!(indexes(recent.get(&(3..), 3)), Some(vec![3]));
-        recent.append(&entry(9));
+        recent.append(entry(9));
         assert_eq!(indexes(recent.get(&(3..), 3)), None);
         assert_eq!(indexes(recent.get(&(9..), 9)), Some(vec![9]));
         for i in 10..10 + RECENT_ENTRIES as u64 {
-            recent.append(&entry(i));
+            recent.append(entry(i));
         }
         assert_eq!(recent.entries.len(), RECENT_ENTRIES);
         assert_eq!(recent.entries.front().map(|e| e.index()), Some(10));
