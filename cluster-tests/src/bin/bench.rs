@@ -195,7 +195,8 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(api: &NodeClient, api_key: &str) -> Result<Self> {
+    /// Opens a connection to `api`'s node, so connecting is not timed as a request.
+    async fn open(api: &NodeClient, api_key: &str) -> Result<Self> {
         let base = api.base_url();
         let address = format!(
             "{}:{}",
@@ -203,10 +204,11 @@ impl Connection {
             base.port_or_known_default()
                 .context("node URL has no port")?
         );
+        let send = Self::connect(&address).await?;
         Ok(Self {
             address,
             authorization: HeaderValue::from_str(&format!("Bearer {api_key}"))?,
-            send: None,
+            send: Some(send),
         })
     }
 
@@ -214,7 +216,7 @@ impl Connection {
     async fn call(&mut self, method: Method, path: &str, body: Bytes) -> Result<()> {
         let send = match &mut self.send {
             Some(send) if !send.is_closed() => send,
-            _ => self.send.insert(self.connect().await?),
+            _ => self.send.insert(Self::connect(&self.address).await?),
         };
         send.ready().await?;
         let request = Request::builder()
@@ -239,8 +241,8 @@ impl Connection {
         Ok(())
     }
 
-    async fn connect(&self) -> Result<http1::SendRequest<Full<Bytes>>> {
-        let stream = tokio::net::TcpStream::connect(&self.address).await?;
+    async fn connect(address: &str) -> Result<http1::SendRequest<Full<Bytes>>> {
+        let stream = tokio::net::TcpStream::connect(address).await?;
         stream.set_nodelay(true)?;
         let (send, connection) = http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(connection);
@@ -256,16 +258,16 @@ async fn run(
     concurrency: usize,
     duration: Duration,
 ) -> Result<RunResult> {
-    let publish_body = Bytes::from(
-        json!({ "body": "x".repeat(BODY_BYTES) })
-            .to_string()
-            .into_bytes(),
-    );
+    let publish_body = Bytes::from(json!({ "body": "x".repeat(BODY_BYTES) }).to_string());
+    let mut connections = Vec::with_capacity(concurrency);
+    for c in 0..concurrency {
+        connections
+            .push(Connection::open(cluster.api(c % cluster.len()), cluster.api_key()).await?);
+    }
     let started = Instant::now();
     let deadline = started + duration;
     let mut clients = Vec::with_capacity(concurrency);
-    for c in 0..concurrency {
-        let mut connection = Connection::new(cluster.api(c % cluster.len()), cluster.api_key())?;
+    for (c, mut connection) in connections.into_iter().enumerate() {
         let publish_body = publish_body.clone();
         clients.push(tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(c as u64);
