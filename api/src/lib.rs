@@ -3,9 +3,10 @@
 
 pub mod auth;
 pub mod error;
+pub mod openapi;
 pub mod routes;
 pub mod state;
 pub mod validate;
 
-pub use routes::app;
+pub use routes::{app, openapi};
 pub use state::AppState;

@@ -28,6 +28,20 @@ pub fn key(field: &str, v: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Context keys that name other routes under `/v1/context/`.
+pub const RESERVED_CONTEXT_KEYS: &[&str] = &["embeddings", "search"];
+
+/// A context key: as [`key`], and not one of [`RESERVED_CONTEXT_KEYS`].
+pub fn context_key(field: &str, v: &str) -> Result<(), ApiError> {
+    key(field, v)?;
+    if RESERVED_CONTEXT_KEYS.contains(&v) {
+        return Err(ApiError::bad_request(format!(
+            "{field} {v:?} is reserved: it names another route under /v1/context/"
+        )));
+    }
+    Ok(())
+}
+
 /// A name: 1..=128 of `A-Z a-z 0-9 . _ - :`.
 pub fn name(field: &str, v: &str) -> Result<(), ApiError> {
     let ok = !v.is_empty()

@@ -7,8 +7,11 @@ use conclave_actors::status::cluster_status;
 use conclave_raft::meta::{NodeState, Scope};
 use conclave_raft::shard::shard_of_task_id;
 use conclave_raft::{MetaCommand, NodeId};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::shard;
 use crate::auth::Caller;
@@ -16,17 +19,52 @@ use crate::error::{ApiError, ApiPath, ApiQuery, ApiResult};
 use crate::state::AppState;
 use crate::validate;
 
-#[derive(Deserialize)]
+const TAG: &str = "Cluster";
+
+/// The routes of this module, with their documentation.
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(status))
+        .routes(routes!(locate))
+        .routes(routes!(remove_node))
+}
+
+/// `?task=` or `?kind=&name=` of `GET /v1/cluster/locate`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct LocateQuery {
+    /// `context`, `topic` or `queue`.
     kind: Option<String>,
+    /// The entity's name or key.
     name: Option<String>,
+    /// A task id (instead of `kind` and `name`).
     task: Option<String>,
 }
 
-pub(super) async fn status(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> ApiResult<Json<Value>> {
+/// Where an entity lives.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Location {
+    /// Its shard.
+    shard: u64,
+    /// The node leading the shard, if one is known.
+    leader: Option<NodeId>,
+    /// The nodes holding a replica.
+    replicas: Vec<NodeId>,
+}
+
+/// A node being drained.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Draining {
+    /// The node.
+    node_id: NodeId,
+    /// Always `draining`.
+    state: &'static str,
+}
+
+/// The cluster as this node sees it: nodes, shards, leaders, lag (admin keys only).
+#[utoipa::path(get, path = "/v1/cluster/status", tag = TAG,
+    responses((status = 200, description = "Nodes and shards", body = Object)))]
+async fn status(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     caller.require(Scope::Admin)?;
     let status = cluster_status(state.groups()).await;
     Ok(Json(
@@ -34,11 +72,14 @@ pub(super) async fn status(
     ))
 }
 
-pub(super) async fn locate(
+/// The shard, leader and replicas of an entity.
+#[utoipa::path(get, path = "/v1/cluster/locate", tag = TAG, params(LocateQuery),
+    responses((status = 200, description = "Where the entity lives", body = Location)))]
+async fn locate(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<LocateQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Location>> {
     caller.require(Scope::Read)?;
     let group = match (q.task, q.kind, q.name) {
         (Some(task), None, None) => {
@@ -68,16 +109,22 @@ pub(super) async fn locate(
         .get(&group)
         .map(|s| s.replicas.iter().copied().collect())
         .ok_or_else(|| ApiError::not_found(format!("shard {group} not found")))?;
-    Ok(Json(
-        json!({"shard": group, "leader": state.router.leader_of(group), "replicas": replicas}),
-    ))
+    Ok(Json(Location {
+        shard: group,
+        leader: state.router.leader_of(group),
+        replicas,
+    }))
 }
 
-pub(super) async fn remove_node(
+/// Starts draining a node: its replicas move elsewhere, then it leaves (admin keys only).
+#[utoipa::path(post, path = "/v1/cluster/nodes/{id}/remove", tag = TAG,
+    params(("id" = u64, Path, description = "The node's id")),
+    responses((status = 202, description = "Draining started", body = Draining)))]
+async fn remove_node(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(id): ApiPath<NodeId>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<Draining>)> {
     caller.require(Scope::Admin)?;
     let cmd = MetaCommand::SetNodeState {
         id,
@@ -86,6 +133,9 @@ pub(super) async fn remove_node(
     state.router.execute_meta(cmd).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"node_id": id, "state": "draining"})),
+        Json(Draining {
+            node_id: id,
+            state: "draining",
+        }),
     ))
 }

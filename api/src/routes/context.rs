@@ -4,41 +4,74 @@ use axum::extract::State;
 use axum::Json;
 use conclave_actors::{ClientRequest, ClientResponse};
 use conclave_raft::meta::Scope;
-use conclave_raft::shard::ContextEntry;
+use conclave_raft::shard::ContextEntry as StoredEntry;
 use conclave_raft::{ShardCommand, ShardQuery, ShardReadResult, ShardResponse};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::{json_text, json_value, run, shard, unexpected};
+use super::{json_text, json_value, run, scatter, shard, unexpected, Deleted, Page, PageQuery};
 use crate::auth::Caller;
 use crate::error::{ApiJson, ApiPath, ApiQuery, ApiResult};
 use crate::state::AppState;
 use crate::validate;
 
-#[derive(Deserialize)]
+const TAG: &str = "Context Store";
+
+/// The routes of this module, with their documentation.
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(put, get, delete))
+}
+
+/// Body of `PUT /v1/context/{key}`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PutBody {
+    /// Any JSON value.
     value: Value,
 }
 
-#[derive(Deserialize)]
-pub(super) struct ListQuery {
-    limit: Option<usize>,
-    cursor: Option<String>,
+/// A context entry.
+#[derive(Serialize, ToSchema)]
+pub(super) struct ContextEntry {
+    /// Its key.
+    key: String,
+    /// The stored JSON value.
+    value: Value,
+    /// 1 for the first put, then one more per put.
+    version: u64,
+    /// When it was last set, ms since the Unix epoch.
+    updated_at: u64,
 }
 
-fn entry_json(e: &ContextEntry) -> Value {
-    json!({"key": e.key, "value": json_value(&e.value), "version": e.version, "updated_at": e.updated_at})
+impl From<&StoredEntry> for ContextEntry {
+    fn from(e: &StoredEntry) -> Self {
+        Self {
+            key: e.key.clone(),
+            value: json_value(&e.value),
+            version: e.version,
+            updated_at: e.updated_at,
+        }
+    }
 }
 
-pub(super) async fn put(
+/// Sets a key to a JSON value (a new version each time).
+#[utoipa::path(put, path = "/v1/context/{key}", tag = TAG,
+    params(("key" = String, Path, description = "1 to 256 bytes, no control characters")),
+    request_body = PutBody,
+    responses((status = 200, description = "The entry as stored", body = ContextEntry)))]
+async fn put(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(key): ApiPath<String>,
     ApiJson(body): ApiJson<PutBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ContextEntry>> {
     caller.require(Scope::Full)?;
-    validate::key("key", &key)?;
+    validate::context_key("key", &key)?;
     let value = json_text(&body.value)?;
     let group = shard(&state, &caller.workspace, "context", &key)?;
     let cmd = ShardCommand::ContextPut {
@@ -47,87 +80,89 @@ pub(super) async fn put(
         value,
     };
     match run(&state, group, ClientRequest::Write(cmd)).await? {
-        ClientResponse::Write(ShardResponse::Context(e)) => Ok(Json(entry_json(&e))),
+        ClientResponse::Write(ShardResponse::Context(e)) => Ok(Json(ContextEntry::from(&e))),
         other => Err(unexpected(other)),
     }
 }
 
-pub(super) async fn get(
+/// Reads one key.
+#[utoipa::path(get, path = "/v1/context/{key}", tag = TAG,
+    params(("key" = String, Path, description = "The key")),
+    responses((status = 200, description = "The entry", body = ContextEntry)))]
+async fn get(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(key): ApiPath<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ContextEntry>> {
     caller.require(Scope::Read)?;
-    validate::key("key", &key)?;
+    validate::context_key("key", &key)?;
     let group = shard(&state, &caller.workspace, "context", &key)?;
     let q = ShardQuery::ContextGet {
         ws: caller.workspace.clone(),
         key,
     };
     match run(&state, group, ClientRequest::Read(q)).await? {
-        ClientResponse::Read(ShardReadResult::Context(e)) => Ok(Json(entry_json(&e))),
+        ClientResponse::Read(ShardReadResult::Context(e)) => Ok(Json(ContextEntry::from(&e))),
         other => Err(unexpected(other)),
     }
 }
 
-pub(super) async fn delete(
+/// Deletes one key.
+#[utoipa::path(delete, path = "/v1/context/{key}", tag = TAG,
+    params(("key" = String, Path, description = "The key")),
+    responses((status = 200, description = "The key was deleted", body = Deleted)))]
+async fn delete(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(key): ApiPath<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Deleted>> {
     caller.require(Scope::Full)?;
-    validate::key("key", &key)?;
+    validate::context_key("key", &key)?;
     let group = shard(&state, &caller.workspace, "context", &key)?;
     let cmd = ShardCommand::ContextDelete {
         ws: caller.workspace.clone(),
         key,
     };
     match run(&state, group, ClientRequest::Write(cmd)).await? {
-        ClientResponse::Write(ShardResponse::Deleted(key)) => {
-            Ok(Json(json!({"key": key, "deleted": true})))
-        }
+        ClientResponse::Write(ShardResponse::Deleted(key)) => Ok(Json(Deleted::new(key))),
         other => Err(unexpected(other)),
     }
 }
 
 /// Lists entries in key order across every shard: each shard returns its first `limit` keys
 /// after the cursor and the merge keeps the first `limit` overall.
-pub(super) async fn list(
+#[utoipa::path(get, path = "/v1/context", tag = TAG, params(PageQuery),
+    responses((status = 200, description = "A page of entries in key order", body = Page<ContextEntry>)))]
+async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(q): ApiQuery<ListQuery>,
-) -> ApiResult<Json<Value>> {
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<Page<ContextEntry>>> {
     caller.require(Scope::Read)?;
-    let limit = validate::limit(q.limit, 100)?;
+    let limit = q.limit()?;
     if let Some(c) = &q.cursor {
         validate::key("cursor", c)?;
     }
-    let shards = state.groups().meta().read().expect("meta lock").shard_count;
-    let calls = (1..=shards).map(|group| {
-        let state = &state;
-        let query = ShardQuery::ContextList {
+    let pages = scatter(&state, |_| {
+        ClientRequest::Read(ShardQuery::ContextList {
             ws: caller.workspace.clone(),
             after: q.cursor.clone(),
             limit,
-        };
-        async move { run(state, group, ClientRequest::Read(query)).await }
-    });
+        })
+    })
+    .await?;
     let mut entries = Vec::new();
-    for result in futures::future::join_all(calls).await {
-        match result? {
+    for page in pages {
+        match page {
             ClientResponse::Read(ShardReadResult::ContextPage(page)) => entries.extend(page),
             other => return Err(unexpected(other)),
         }
     }
     entries.sort_by(|a, b| a.key.cmp(&b.key));
-    let more = entries.len() > limit;
-    entries.truncate(limit);
-    let next_cursor = if more {
-        entries.last().map(|e| e.key.clone())
-    } else {
-        None
-    };
-    Ok(Json(
-        json!({"items": entries.iter().map(entry_json).collect::<Vec<_>>(), "next_cursor": next_cursor}),
-    ))
+    Ok(Json(Page::merged(
+        entries,
+        limit,
+        |e| e.key.clone(),
+        |e| ContextEntry::from(&e),
+    )))
 }

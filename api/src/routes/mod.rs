@@ -6,43 +6,57 @@ mod keys;
 mod tasks;
 mod topics;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post, put};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use conclave_actors::{ClientRequest, ClientResponse};
 use conclave_raft::error::CoreError;
 use conclave_raft::{GroupId, ShardResponse};
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::trace::TraceLayer;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
 
 use crate::error::{ApiError, ApiResult};
+use crate::openapi::ApiDoc;
 use crate::state::AppState;
+use crate::validate;
 
 /// Client requests handled at once by one node.
 pub const MAX_IN_FLIGHT_REQUESTS: usize = 8192;
 
-/// The whole HTTP application.
+/// Every documented route, each registered with its OpenAPI operation.
+fn documented() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .merge(context::routes())
+        .merge(keys::routes())
+        .merge(cluster::routes())
+}
+
+/// The OpenAPI document served at `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    crate::openapi::finish(documented().split_for_parts().1)
+}
+
+/// The whole HTTP application: every documented route, `/openapi.json` and the `/docs` page.
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/v1/context", get(context::list))
-        .route(
-            "/v1/context/{key}",
-            put(context::put).get(context::get).delete(context::delete),
-        )
+    let (router, doc) = documented()
         .route("/v1/topics", post(topics::create))
         .route("/v1/topics/{name}/publish", post(topics::publish))
         .route("/v1/topics/{name}/messages", get(topics::messages))
         .route("/v1/tasks", post(tasks::create))
         .route("/v1/tasks/{id}", get(tasks::get))
         .route("/v1/tasks/{id}/claim", post(tasks::claim))
-        .route("/v1/api-keys", post(keys::create))
-        .route("/v1/cluster/status", get(cluster::status))
-        .route("/v1/cluster/locate", get(cluster::locate))
-        .route("/v1/cluster/nodes/{id}/remove", post(cluster::remove_node))
+        .split_for_parts();
+    router
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", crate::openapi::finish(doc)))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
@@ -53,21 +67,114 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+/// Health and readiness answers.
+#[derive(Serialize, ToSchema)]
+struct Health {
+    /// `ok`, `ready` or `not ready`.
+    status: &'static str,
 }
 
-async fn readyz(
-    axum::extract::State(state): axum::extract::State<AppState>,
-) -> (StatusCode, Json<Value>) {
+/// Whether the process is up (it answers at all).
+#[utoipa::path(get, path = "/healthz", tag = "Cluster",
+    responses((status = 200, description = "The process is up", body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Whether this node can serve requests: it knows the shard map and a meta leader.
+#[utoipa::path(get, path = "/readyz", tag = "Cluster",
+    responses((status = 200, description = "Ready", body = Health),
+        (status = 503, description = "Not ready yet", body = Health)))]
+async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     if state.ready() {
-        (StatusCode::OK, Json(json!({"status": "ready"})))
+        (StatusCode::OK, Json(Health { status: "ready" }))
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not ready"})),
+            Json(Health {
+                status: "not ready",
+            }),
         )
     }
+}
+
+/// `?cursor=&limit=` of a list.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct PageQuery {
+    /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl PageQuery {
+    /// The page size asked for, validated.
+    pub fn limit(&self) -> ApiResult<usize> {
+        validate::limit(self.limit, DEFAULT_PAGE)
+    }
+}
+
+/// Default page size.
+pub const DEFAULT_PAGE: usize = 100;
+
+/// One page of a list.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Page<T> {
+    /// The items, in the list's order.
+    pub items: Vec<T>,
+    /// Pass as `cursor` to read the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// The first `limit` of `sorted` (which may hold more, gathered from several shards),
+    /// with a cursor (the last item's `key`) when more remain.
+    pub fn merged<S>(
+        mut sorted: Vec<S>,
+        limit: usize,
+        key: impl Fn(&S) -> String,
+        item: impl Fn(S) -> T,
+    ) -> Self {
+        let more = sorted.len() > limit;
+        sorted.truncate(limit);
+        let next_cursor = if more { sorted.last().map(key) } else { None };
+        Page {
+            items: sorted.into_iter().map(item).collect(),
+            next_cursor,
+        }
+    }
+}
+
+/// The answer to a delete.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Deleted {
+    /// Id, name or key of what was deleted.
+    pub id: String,
+    /// Always true.
+    pub deleted: bool,
+}
+
+impl Deleted {
+    /// The answer for `id`.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            deleted: true,
+        }
+    }
+}
+
+/// Runs one request per shard (built by `request`) at once and gathers the answers in shard
+/// order; any shard failing fails the whole (a partial list would silently miss items).
+async fn scatter(
+    state: &AppState,
+    request: impl Fn(GroupId) -> ClientRequest,
+) -> ApiResult<Vec<ClientResponse>> {
+    let shards = state.groups().meta().read().expect("meta lock").shard_count;
+    let calls = (1..=shards).map(|group| run(state, group, request(group)));
+    futures::future::join_all(calls).await.into_iter().collect()
 }
 
 /// Runs a shard request on `group` through the router; a deterministic refusal becomes its
