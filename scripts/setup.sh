@@ -4,7 +4,7 @@
 # A Rust toolchain (cargo) must already be on PATH. Safe to run again: installs only what is missing.
 set -euo pipefail
 
-packages=(librocksdb-dev libclang-dev clang pkg-config)
+packages=(librocksdb-dev libclang-dev clang pkg-config python3 python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -15,3 +15,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install a Rust toolchain first" >&2; exit 1; }
+
+# Schemathesis checks the running API against its own OpenAPI document in the test suite; it
+# lives in a virtualenv outside the checkout, pinned, installed once.
+venv="${CONCLAVE_VENV:-$HOME/.cache/conclave/venv}"
+schemathesis_version="4.32.5"
+if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$schemathesis_version"; then
+  echo "installing schemathesis $schemathesis_version into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$schemathesis_version"
+fi

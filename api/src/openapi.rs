@@ -10,6 +10,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
+use crate::validate::{KeyString, NameString};
+
 /// Name of the bearer security scheme in the document.
 pub const BEARER: &str = "api_key";
 
@@ -26,7 +28,7 @@ const PUBLIC_PATHS: &[&str] = &["/healthz", "/readyz"];
             `Authorization: Bearer <api key>`; a key is scoped to one workspace with \
             `read`, `full` or `admin` permissions.",
     ),
-    components(schemas(ErrorBody, ErrorDetail))
+    components(schemas(ErrorBody, ErrorDetail, NameString, KeyString))
 )]
 pub struct ApiDoc;
 
@@ -147,6 +149,39 @@ fn add_conventions(op: &mut Operation, public: bool) {
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
+
+    use serde_json::Value;
+
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r.clone());
+                }
+                m.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+
+    /// Every `$ref` names a schema the document defines (utoipa does not collect schemas
+    /// used only by parameters; those must be listed in `ApiDoc`'s components or inlined).
+    #[test]
+    fn every_reference_resolves() {
+        let doc = serde_json::to_value(crate::openapi()).expect("document serializes");
+        let mut found = Vec::new();
+        refs(&doc, &mut found);
+        for r in found {
+            let name = r
+                .strip_prefix("#/components/schemas/")
+                .unwrap_or_else(|| panic!("unexpected reference {r}"));
+            assert!(
+                doc["components"]["schemas"].get(name).is_some(),
+                "unresolved reference {r}"
+            );
+        }
+    }
 
     /// Every operation has a unique id, an answer for success and for bad input, and every
     /// non-public one needs the bearer key.

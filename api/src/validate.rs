@@ -1,9 +1,47 @@
 //! Input rules shared by handlers: a violation is a 400 with a message naming the field.
 
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+
 use crate::error::ApiError;
 
-/// Longest context key, bytes.
-pub const MAX_KEY_BYTES: usize = 256;
+/// Declares an OpenAPI string schema stating exactly what a check here accepts; use it as
+/// `value_type` on fields or as a parameter's type.
+macro_rules! string_schema {
+    ($(#[$doc:meta])* $name:ident, $pattern:expr, $max:expr) => {
+        $(#[$doc])*
+        pub struct $name;
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> RefOr<Schema> {
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some($pattern))
+                    .min_length(Some(1))
+                    .max_length(Some($max))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+    };
+}
+
+string_schema!(
+    /// A name checked by [`name`].
+    NameString,
+    r"^[A-Za-z0-9._:-]+$",
+    MAX_NAME_BYTES
+);
+string_schema!(
+    /// A key checked by [`key`]: no control characters.
+    KeyString,
+    r"^[^\u0000-\u001F\u007F-\u009F]+$",
+    MAX_KEY_CHARS
+);
+
+/// Longest key (context key, cursor), characters.
+pub const MAX_KEY_CHARS: usize = 256;
 /// Longest entity name (topic, agent, queue), bytes.
 pub const MAX_NAME_BYTES: usize = 128;
 /// Longest task title, bytes.
@@ -13,11 +51,11 @@ pub const MAX_DESCRIPTION_BYTES: usize = 16 * 1024;
 /// Largest page a list returns.
 pub const MAX_PAGE: usize = 1000;
 
-/// A context key: 1..=256 bytes, no control characters.
+/// A key: 1..=256 characters, no control characters (schema: [`KeyString`]).
 pub fn key(field: &str, v: &str) -> Result<(), ApiError> {
-    if v.is_empty() || v.len() > MAX_KEY_BYTES {
+    if v.is_empty() || v.chars().count() > MAX_KEY_CHARS {
         return Err(ApiError::bad_request(format!(
-            "{field} must be 1 to {MAX_KEY_BYTES} bytes"
+            "{field} must be 1 to {MAX_KEY_CHARS} characters"
         )));
     }
     if v.chars().any(char::is_control) {
@@ -42,7 +80,7 @@ pub fn context_key(field: &str, v: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// A name: 1..=128 of `A-Z a-z 0-9 . _ - :`.
+/// A name: 1..=128 of (schema: [`NameString`]) `A-Z a-z 0-9 . _ - :`.
 pub fn name(field: &str, v: &str) -> Result<(), ApiError> {
     let ok = !v.is_empty()
         && v.len() <= MAX_NAME_BYTES

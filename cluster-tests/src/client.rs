@@ -263,10 +263,12 @@ impl NodeClient {
         self.call(self.http.get(url)).await
     }
 
-    /// `GET /v1/cluster/locate?task=`.
+    /// `GET /v1/cluster/locate?kind=task&name=`.
     pub async fn locate_task(&self, id: &TaskId) -> Result<Locate, ApiError> {
         let mut url = self.url(&["v1", "cluster", "locate"]);
-        url.query_pairs_mut().append_pair("task", &id.0);
+        url.query_pairs_mut()
+            .append_pair("kind", "task")
+            .append_pair("name", &id.0);
         self.call(self.http.get(url)).await
     }
 

@@ -17,7 +17,7 @@ use super::shard;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiPath, ApiQuery, ApiResult};
 use crate::state::AppState;
-use crate::validate;
+use crate::validate::{self, KeyString};
 
 const TAG: &str = "Cluster";
 
@@ -29,16 +29,41 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(remove_node))
 }
 
-/// `?task=` or `?kind=&name=` of `GET /v1/cluster/locate`.
+/// `?kind=&name=` of `GET /v1/cluster/locate`.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(super) struct LocateQuery {
-    /// `context`, `topic` or `queue`.
-    kind: Option<String>,
-    /// The entity's name or key.
-    name: Option<String>,
-    /// A task id (instead of `kind` and `name`).
-    task: Option<String>,
+    /// What kind of entity `name` is.
+    #[param(inline)]
+    kind: LocateKind,
+    /// The entity's name or key, or the task's id.
+    #[param(value_type = KeyString)]
+    name: String,
+}
+
+/// Kinds of entity `locate` finds by name.
+#[derive(Deserialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum LocateKind {
+    /// A context key.
+    Context,
+    /// A topic.
+    Topic,
+    /// A task queue.
+    Queue,
+    /// A task, by id.
+    Task,
+}
+
+impl LocateKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            LocateKind::Context => "context",
+            LocateKind::Topic => "topic",
+            LocateKind::Queue => "queue",
+            LocateKind::Task => "task",
+        }
+    }
 }
 
 /// Where an entity lives.
@@ -81,24 +106,12 @@ async fn locate(
     ApiQuery(q): ApiQuery<LocateQuery>,
 ) -> ApiResult<Json<Location>> {
     caller.require(Scope::Read)?;
-    let group = match (q.task, q.kind, q.name) {
-        (Some(task), None, None) => {
-            shard_of_task_id(&task).ok_or_else(|| ApiError::bad_request("malformed task id"))?
-        }
-        (None, Some(kind), Some(name)) => {
-            if !matches!(kind.as_str(), "context" | "topic" | "queue") {
-                return Err(ApiError::bad_request(
-                    "kind must be context, topic or queue",
-                ));
-            }
-            validate::key("name", &name)?;
-            shard(&state, &caller.workspace, &kind, &name)?
-        }
-        _ => {
-            return Err(ApiError::bad_request(
-                "give either `task`, or `kind` and `name`",
-            ))
-        }
+    validate::key("name", &q.name)?;
+    let group = match q.kind {
+        // A task id names its shard; a malformed one names no task.
+        LocateKind::Task => shard_of_task_id(&q.name)
+            .ok_or_else(|| ApiError::not_found(format!("task {} not found", q.name)))?,
+        kind => shard(&state, &caller.workspace, kind.as_str(), &q.name)?,
     };
     let replicas: Vec<NodeId> = state
         .groups()

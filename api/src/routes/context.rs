@@ -16,7 +16,7 @@ use super::{json_text, json_value, run, scatter, shard, unexpected, Deleted, Pag
 use crate::auth::Caller;
 use crate::error::{ApiJson, ApiPath, ApiQuery, ApiResult};
 use crate::state::AppState;
-use crate::validate;
+use crate::validate::{self, KeyString};
 
 const TAG: &str = "Context Store";
 
@@ -61,7 +61,7 @@ impl From<&StoredEntry> for ContextEntry {
 
 /// Sets a key to a JSON value (a new version each time).
 #[utoipa::path(put, path = "/v1/context/{key}", tag = TAG,
-    params(("key" = String, Path, description = "1 to 256 bytes, no control characters")),
+    params(("key" = KeyString, Path, description = "1 to 256 characters, no control characters")),
     request_body = PutBody,
     responses((status = 200, description = "The entry as stored", body = ContextEntry)))]
 async fn put(
@@ -87,7 +87,7 @@ async fn put(
 
 /// Reads one key.
 #[utoipa::path(get, path = "/v1/context/{key}", tag = TAG,
-    params(("key" = String, Path, description = "The key")),
+    params(("key" = KeyString, Path, description = "The key")),
     responses((status = 200, description = "The entry", body = ContextEntry)))]
 async fn get(
     State(state): State<AppState>,
@@ -109,7 +109,7 @@ async fn get(
 
 /// Deletes one key.
 #[utoipa::path(delete, path = "/v1/context/{key}", tag = TAG,
-    params(("key" = String, Path, description = "The key")),
+    params(("key" = KeyString, Path, description = "The key")),
     responses((status = 200, description = "The key was deleted", body = Deleted)))]
 async fn delete(
     State(state): State<AppState>,

@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use crate::auth::{hash_secret, new_secret, Caller};
 use crate::error::{ApiError, ApiJson, ApiResult};
 use crate::state::AppState;
-use crate::validate;
+use crate::validate::{self, NameString};
 
 const TAG: &str = "API Keys";
 
@@ -27,6 +27,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateBody {
     /// A label: 1 to 128 of letters, digits, `.`, `_`, `-`, `:`.
+    #[schema(value_type = NameString)]
     name: String,
     /// What the key may do.
     scope: Scope,

@@ -25,7 +25,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::ApiDoc;
 use crate::state::AppState;
-use crate::validate;
+use crate::validate::{self, KeyString};
 
 /// Client requests handled at once by one node.
 pub const MAX_IN_FLIGHT_REQUESTS: usize = 8192;
@@ -106,6 +106,7 @@ pub(crate) struct PageQuery {
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
+    #[param(value_type = Option<KeyString>)]
     pub cursor: Option<String>,
 }
 
