@@ -20,8 +20,11 @@ const VOTE: &[u8] = b"vote";
 const PURGED: &[u8] = b"purged";
 const COMMITTED: &[u8] = b"committed";
 
-/// How many of a group's newest entries are also kept in memory.
+/// How many of a group's newest entries are also kept in memory...
 const RECENT_ENTRIES: usize = 1024;
+/// ...and at most this many bytes of them (encoded), so large entries (artifacts) cannot make
+/// the run hold gigabytes.
+const RECENT_BYTES: usize = 8 << 20;
 
 /// Log storage of one group.
 #[derive(Clone)]
@@ -36,40 +39,53 @@ pub struct LogStore {
 /// than decoding it back from RocksDB. Always a contiguous run ending at the last stored entry.
 #[derive(Default)]
 struct Recent {
-    entries: VecDeque<Entry>,
+    /// Entries with their encoded size.
+    entries: VecDeque<(Entry, usize)>,
+    /// Sum of the sizes.
+    bytes: usize,
 }
 
 impl Recent {
-    fn append(&mut self, entry: Entry) {
+    fn append(&mut self, entry: Entry, size: usize) {
         let index = entry.index();
         self.truncate(index);
-        if self.entries.back().is_some_and(|e| e.index() + 1 != index) {
+        if self.entries.back().is_some_and(|(e, _)| e.index() + 1 != index) {
             self.entries.clear();
+            self.bytes = 0;
         }
-        self.entries.push_back(entry);
-        if self.entries.len() > RECENT_ENTRIES {
-            self.entries.pop_front();
+        self.entries.push_back((entry, size));
+        self.bytes += size;
+        while self.entries.len() > RECENT_ENTRIES || self.bytes > RECENT_BYTES {
+            self.pop_front();
+        }
+    }
+
+    fn pop_front(&mut self) {
+        if let Some((_, size)) = self.entries.pop_front() {
+            self.bytes -= size;
         }
     }
 
     /// Forgets entries from index `from` on.
     fn truncate(&mut self, from: u64) {
-        while self.entries.back().is_some_and(|e| e.index() >= from) {
-            self.entries.pop_back();
+        while self.entries.back().is_some_and(|(e, _)| e.index() >= from) {
+            if let Some((_, size)) = self.entries.pop_back() {
+                self.bytes -= size;
+            }
         }
     }
 
     /// Forgets entries up to and including index `upto`.
     fn purge(&mut self, upto: u64) {
-        while self.entries.front().is_some_and(|e| e.index() <= upto) {
-            self.entries.pop_front();
+        while self.entries.front().is_some_and(|(e, _)| e.index() <= upto) {
+            self.pop_front();
         }
     }
 
     /// The stored entries in `range` if they start inside the kept run (the run reaches the end
     /// of the log, so nothing past it exists); `None` when RocksDB must be read.
     fn get(&self, range: &impl RangeBounds<u64>, start: u64) -> Option<Vec<Entry>> {
-        let first = self.entries.front()?.index();
+        let first = self.entries.front()?.0.index();
         if start < first {
             return None;
         }
@@ -78,8 +94,8 @@ impl Recent {
             self.entries
                 .iter()
                 .skip(skip)
-                .take_while(|e| range.contains(&e.index()))
-                .cloned()
+                .take_while(|(e, _)| range.contains(&e.index()))
+                .map(|(e, _)| e.clone())
                 .collect(),
         )
     }
@@ -220,18 +236,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut batch = WriteBatch::default();
         let entries: Vec<Entry> = entries.into_iter().collect();
+        let mut sizes = Vec::with_capacity(entries.len());
         for entry in &entries {
-            batch.put_cf(
-                self.db.cf(CF_LOG),
-                self.log_key(entry.index()),
-                encode(entry),
-            );
+            let bytes = encode(entry);
+            sizes.push(bytes.len());
+            batch.put_cf(self.db.cf(CF_LOG), self.log_key(entry.index()), bytes);
         }
         // Written unsynced so the entries are readable now; durable once the fsync thread runs.
         self.db.inner.write(batch).map_err(io_err)?;
         let mut recent = self.recent();
-        for entry in entries {
-            recent.append(entry);
+        for (entry, size) in entries.into_iter().zip(sizes) {
+            recent.append(entry, size);
         }
         drop(recent);
         self.fsync.after_sync(callback);
@@ -287,7 +302,7 @@ mod tests {
     fn recent_entries_stay_a_contiguous_suffix() {
         let mut recent = Recent::default();
         for i in 1..=5 {
-            recent.append(entry(i));
+            recent.append(entry(i), 10);
         }
         assert_eq!(indexes(recent.get(&(2..4), 2)), Some(vec![2, 3]));
         assert_eq!(indexes(recent.get(&(4..), 4)), Some(vec![4, 5]));
@@ -296,17 +311,27 @@ mod tests {
         assert_eq!(indexes(recent.get(&(2..), 2)), None);
         assert_eq!(indexes(recent.get(&(3..), 3)), Some(vec![3, 4, 5]));
         // An overwrite drops everything from its index on; a gap starts over.
-        recent.append(entry(4));
+        recent.append(entry(4), 10);
         assert_eq!(indexes(recent.get(&(3..), 3)), Some(vec![3, 4]));
         recent.truncate(4);
         assert_eq!(indexes(recent.get(&(3..), 3)), Some(vec![3]));
-        recent.append(entry(9));
+        recent.append(entry(9), 10);
         assert_eq!(indexes(recent.get(&(3..), 3)), None);
         assert_eq!(indexes(recent.get(&(9..), 9)), Some(vec![9]));
         for i in 10..10 + RECENT_ENTRIES as u64 {
-            recent.append(entry(i));
+            recent.append(entry(i), 10);
         }
         assert_eq!(recent.entries.len(), RECENT_ENTRIES);
-        assert_eq!(recent.entries.front().map(|e| e.index()), Some(10));
+        assert_eq!(recent.entries.front().map(|(e, _)| e.index()), Some(10));
+        assert_eq!(recent.bytes, 10 * RECENT_ENTRIES);
+        // Large entries are kept only up to the byte bound, newest first.
+        let big = RECENT_BYTES / 3;
+        let next = 10 + RECENT_ENTRIES as u64;
+        for i in next..next + 4 {
+            recent.append(entry(i), big);
+        }
+        assert!(recent.bytes <= RECENT_BYTES);
+        assert_eq!(indexes(recent.get(&(next + 1..), next + 1)), Some(vec![next + 1, next + 2, next + 3]));
+        assert_eq!(indexes(recent.get(&(next..), next)), None);
     }
 }
