@@ -23,11 +23,13 @@ pub const IDLE_AFTER: Duration = Duration::from_secs(30);
 pub type EntityKey = (GroupId, String, &'static str, String);
 
 /// The actor that orders `cmd` on shard `group`: the addressed topic, task queue or task, or
-/// for context keys the workspace's context store on that shard (one actor for all of its keys
-/// there, which keeps each key's writes in order without an actor per key).
+/// for context keys, embeddings and artifacts the workspace's store of them on that shard (one
+/// actor for all of its keys there, which keeps each key's writes in order without an actor
+/// per key).
 pub fn actor_key(group: GroupId, cmd: &ShardCommand) -> EntityKey {
     let (ws, kind, name) = cmd.entity();
-    let name = if kind == "context" { "" } else { name };
+    let shared = matches!(kind, "context" | "embedding" | "artifact");
+    let name = if shared { "" } else { name };
     (group, ws.to_string(), kind, name.to_string())
 }
 

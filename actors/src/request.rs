@@ -18,7 +18,7 @@ pub enum ClientRequest {
 }
 
 /// The outcome of a [`ClientRequest`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ClientResponse {
     /// Result of a shard write (which may be a deterministic refusal).
     Write(ShardResponse),

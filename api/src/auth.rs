@@ -50,6 +50,11 @@ pub fn new_secret() -> String {
     format!("ck_{}", hex::encode(bytes))
 }
 
+/// A new random id for an entity created at the edge: `<prefix>_<16 hex digits>`.
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{:016x}", rand::rng().next_u64())
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 

@@ -51,6 +51,10 @@ impl ApiError {
             "method not allowed on this route",
         )
     }
+    /// 409.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
     /// 413.
     pub fn too_large(message: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
@@ -70,7 +74,7 @@ impl From<CoreError> for ApiError {
         match e.code {
             ErrorCode::BadRequest => Self::bad_request(e.message),
             ErrorCode::NotFound => Self::not_found(e.message),
-            ErrorCode::Conflict => Self::new(StatusCode::CONFLICT, "conflict", e.message),
+            ErrorCode::Conflict => Self::conflict(e.message),
             ErrorCode::Unavailable => Self::unavailable(e.message),
             ErrorCode::Internal => Self::internal(e.message),
         }

@@ -12,6 +12,8 @@ pub struct AppState {
     pub router: Arc<Router>,
     /// Largest request body accepted, bytes.
     pub max_body_bytes: usize,
+    /// Largest artifact content accepted, bytes.
+    pub max_artifact_bytes: usize,
 }
 
 impl AppState {

@@ -108,6 +108,22 @@ pub fn text(field: &str, v: &str, max: usize, required: bool) -> Result<(), ApiE
     Ok(())
 }
 
+/// Largest metadata object, bytes of JSON.
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+
+/// An optional metadata object as the JSON text to store (`{}` when absent), at most
+/// [`MAX_METADATA_BYTES`].
+pub fn metadata(v: Option<serde_json::Map<String, serde_json::Value>>) -> Result<String, ApiError> {
+    let text = serde_json::to_string(&v.unwrap_or_default())
+        .map_err(|e| ApiError::bad_request(format!("metadata: {e}")))?;
+    if text.len() > MAX_METADATA_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "metadata must be at most {MAX_METADATA_BYTES} bytes of JSON"
+        )));
+    }
+    Ok(text)
+}
+
 /// A page size: default `default`, at most [`MAX_PAGE`].
 pub fn limit(v: Option<usize>, default: usize) -> Result<usize, ApiError> {
     match v {

@@ -39,6 +39,9 @@ pub struct Config {
     pub snapshot_after_logs: u64,
     /// Largest request body accepted, bytes.
     pub max_body_bytes: usize,
+    /// Largest artifact upload (decoded content), bytes; its request may exceed
+    /// `max_body_bytes` by the base64 and JSON overhead. At most 16 MiB.
+    pub max_artifact_bytes: usize,
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
     pub log: String,
 }
@@ -59,6 +62,7 @@ impl Default for Config {
             dead_node_timeout_secs: 30,
             snapshot_after_logs: 20_000,
             max_body_bytes: 1 << 20,
+            max_artifact_bytes: 4 << 20,
             log: "info".into(),
         }
     }
@@ -84,7 +88,7 @@ pub struct Overrides {
 }
 
 /// Fields settable through `CONCLAVE_*` variables (other `CONCLAVE_*` names belong to the CLI).
-const FIELDS: [&str; 14] = [
+const FIELDS: [&str; 15] = [
     "data_dir",
     "listen",
     "peer_listen",
@@ -98,6 +102,7 @@ const FIELDS: [&str; 14] = [
     "dead_node_timeout_secs",
     "snapshot_after_logs",
     "max_body_bytes",
+    "max_artifact_bytes",
     "log",
 ];
 
@@ -135,6 +140,9 @@ impl Config {
         }
         if self.snapshot_after_logs < 10 {
             bail!("snapshot_after_logs must be at least 10");
+        }
+        if !(1..=16 << 20).contains(&self.max_artifact_bytes) {
+            bail!("max_artifact_bytes must be 1 to 16777216");
         }
         if let Some(s) = &self.cluster_secret {
             if s.len() < 16 || !s.chars().all(|c| c.is_ascii_graphic()) {

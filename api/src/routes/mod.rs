@@ -1,7 +1,9 @@
 //! The HTTP routes, one module per resource.
 
+mod artifacts;
 mod cluster;
 mod context;
+mod embeddings;
 mod keys;
 mod tasks;
 mod topics;
@@ -30,24 +32,29 @@ use crate::validate::{self, KeyString};
 /// Client requests handled at once by one node.
 pub const MAX_IN_FLIGHT_REQUESTS: usize = 8192;
 
+/// Default of the node's `max_artifact_bytes`, for the document built without a node.
+const DEFAULT_MAX_ARTIFACT_BYTES: usize = 4 << 20;
+
 /// Every documented route, each registered with its OpenAPI operation.
-fn documented() -> OpenApiRouter<AppState> {
+fn documented(max_artifact_bytes: usize) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .merge(context::routes())
+        .merge(embeddings::routes())
+        .merge(artifacts::routes(max_artifact_bytes))
         .merge(keys::routes())
         .merge(cluster::routes())
 }
 
 /// The OpenAPI document served at `/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    crate::openapi::finish(documented().split_for_parts().1)
+    crate::openapi::finish(documented(DEFAULT_MAX_ARTIFACT_BYTES).split_for_parts().1)
 }
 
 /// The whole HTTP application: every documented route, `/openapi.json` and the `/docs` page.
 pub fn app(state: AppState) -> Router {
-    let (router, doc) = documented()
+    let (router, doc) = documented(state.max_artifact_bytes)
         .route("/v1/topics", post(topics::create))
         .route("/v1/topics/{name}/publish", post(topics::publish))
         .route("/v1/topics/{name}/messages", get(topics::messages))

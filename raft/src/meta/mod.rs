@@ -128,6 +128,10 @@ pub struct MetaState {
     pub api_keys: BTreeMap<String, ApiKeyRecord>,
     /// The id the next API key gets.
     pub next_key_seq: u64,
+    // embeddings
+    /// Dimension of each embedding namespace, by `(workspace, namespace)`: fixed by its first
+    /// embedding, so every vector searched together has one length.
+    pub embedding_dims: BTreeMap<(String, String), u32>,
 }
 
 /// A control-plane change.
@@ -159,6 +163,14 @@ pub enum MetaCommand {
         workspace: String,
         scope: Scope,
         hash: String,
+    },
+    // embeddings
+    /// Fixes the dimension of an embedding namespace, unless it already has one; refused when
+    /// it has another.
+    SetEmbeddingDim {
+        workspace: String,
+        namespace: String,
+        dim: u32,
     },
 }
 
@@ -303,6 +315,26 @@ impl MetaState {
                     )));
                 }
                 MetaResponse::ApiKeyId(self.insert_key(name, workspace, *scope, hash, at_ms))
+            }
+            MetaCommand::SetEmbeddingDim {
+                workspace,
+                namespace,
+                dim,
+            } => {
+                let key = (workspace.clone(), namespace.clone());
+                match self.embedding_dims.get(&key) {
+                    Some(d) if d != dim => MetaResponse::Refused(CoreError::bad_request(format!(
+                        "namespace {namespace:?} holds vectors of dimension {d}, not {dim}"
+                    ))),
+                    Some(_) => MetaResponse::Ok,
+                    None if !self.workspaces.contains_key(workspace) => MetaResponse::Refused(
+                        CoreError::not_found(format!("workspace {workspace:?} not found")),
+                    ),
+                    None => {
+                        self.embedding_dims.insert(key, *dim);
+                        MetaResponse::Ok
+                    }
+                }
             }
         }
     }

@@ -5,6 +5,9 @@
 //! holder at a time and every claim gets a fencing token greater than any before it on the
 //! shard; every stored record carries a format version (see [`crate::codec`]).
 
+pub mod artifact;
+pub mod embedding;
+
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{decode_io, encode};
@@ -53,6 +56,12 @@ pub enum ShardCommand {
         agent: String,
         lease_secs: u64,
     },
+    // embeddings
+    /// Store an embedding.
+    Embedding(embedding::EmbeddingCommand),
+    // artifacts
+    /// Create an artifact.
+    Artifact(artifact::ArtifactCommand),
 }
 
 /// The entity a command or query addresses, which decides its shard.
@@ -67,6 +76,14 @@ impl ShardCommand {
             ShardCommand::TopicPublish { ws, topic, .. } => (ws, "topic", topic),
             ShardCommand::TaskCreate { ws, queue, .. } => (ws, "queue", queue),
             ShardCommand::TaskClaim { ws, id, .. } => (ws, "task", id),
+            ShardCommand::Embedding(c) => {
+                let (ws, id) = c.entity();
+                (ws, "embedding", id)
+            }
+            ShardCommand::Artifact(c) => {
+                let (ws, id) = c.entity();
+                (ws, "artifact", id)
+            }
         }
     }
 }
@@ -158,7 +175,7 @@ pub struct Task {
 }
 
 /// The result of a shard command.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ShardResponse {
     /// A context entry after a put.
     Context(ContextEntry),
@@ -176,6 +193,12 @@ pub enum ShardResponse {
     Task(Task),
     /// The command was refused, identically on every replica.
     Refused(CoreError),
+    // embeddings
+    /// An embedding after a put.
+    Embedding(embedding::Stored),
+    // artifacts
+    /// A created artifact.
+    Artifact(artifact::Artifact),
 }
 
 /// A read against one shard.
@@ -200,10 +223,16 @@ pub enum ShardQuery {
     },
     /// One task.
     TaskGet { ws: String, id: String },
+    // embeddings
+    /// Embeddings: a list or a search.
+    Embedding(embedding::EmbeddingQuery),
+    // artifacts
+    /// Artifacts: one, its content, or a list.
+    Artifact(artifact::ArtifactQuery),
 }
 
 /// The result of a [`ShardQuery`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ShardReadResult {
     /// One context entry.
     Context(ContextEntry),
@@ -215,6 +244,12 @@ pub enum ShardReadResult {
     Messages(Vec<TopicMessage>),
     /// One task.
     Task(Task),
+    // embeddings
+    /// Embeddings found.
+    Embedding(embedding::EmbeddingResult),
+    // artifacts
+    /// Artifacts found.
+    Artifact(artifact::ArtifactResult),
 }
 
 /// Key layout inside a shard's range. Workspace and names never contain `\0` (validated at the
@@ -425,6 +460,11 @@ pub fn apply<R: KvRead + ?Sized>(
                 _ => ShardResponse::Refused(CoreError::not_found(format!("task {id} not found"))),
             }
         }
+        ShardCommand::Embedding(c) => ShardResponse::Embedding(embedding::apply(txn, c, at_ms)?),
+        ShardCommand::Artifact(c) => match artifact::apply(txn, c, at_ms)? {
+            Ok(a) => ShardResponse::Artifact(a),
+            Err(e) => ShardResponse::Refused(e),
+        },
     })
 }
 
@@ -436,7 +476,7 @@ struct StoredTask {
 }
 
 /// Runs a read against a shard's key space.
-pub fn query<R: KvRead + ?Sized>(kv: &R, q: &ShardQuery) -> Result<ShardReadResult, CoreError> {
+pub fn query<R: KvRead>(kv: &R, q: &ShardQuery) -> Result<ShardReadResult, CoreError> {
     fn io(e: std::io::Error) -> CoreError {
         CoreError::internal(format!("storage read failed: {e}"))
     }
@@ -487,6 +527,10 @@ pub fn query<R: KvRead + ?Sized>(kv: &R, q: &ShardQuery) -> Result<ShardReadResu
             }
             None => Err(CoreError::not_found(format!("task {id} not found"))),
         },
+        ShardQuery::Embedding(q) => {
+            embedding::query(kv, q, &embedding::ExactScan).map(ShardReadResult::Embedding)
+        }
+        ShardQuery::Artifact(q) => artifact::query(kv, q).map(ShardReadResult::Artifact),
     }
 }
 

@@ -49,7 +49,11 @@ impl Recent {
     fn append(&mut self, entry: Entry, size: usize) {
         let index = entry.index();
         self.truncate(index);
-        if self.entries.back().is_some_and(|(e, _)| e.index() + 1 != index) {
+        if self
+            .entries
+            .back()
+            .is_some_and(|(e, _)| e.index() + 1 != index)
+        {
             self.entries.clear();
             self.bytes = 0;
         }
@@ -331,7 +335,10 @@ mod tests {
             recent.append(entry(i), big);
         }
         assert!(recent.bytes <= RECENT_BYTES);
-        assert_eq!(indexes(recent.get(&(next + 1..), next + 1)), Some(vec![next + 1, next + 2, next + 3]));
+        assert_eq!(
+            indexes(recent.get(&(next + 1..), next + 1)),
+            Some(vec![next + 1, next + 2, next + 3])
+        );
         assert_eq!(indexes(recent.get(&(next..), next)), None);
     }
 }
