@@ -56,7 +56,10 @@ async fn expire_due(router: &Router) {
         };
         let count = ids.len();
         let cmd = ShardCommand::TaskExpireLeases { ids };
-        match router.execute_local(group, &ClientRequest::Write(cmd)).await {
+        match router
+            .execute_local(group, &ClientRequest::Write(cmd))
+            .await
+        {
             crate::request::ForwardResult::Done(Ok(_)) => {
                 tracing::debug!(shard = group, count, "returned tasks with ended leases");
             }

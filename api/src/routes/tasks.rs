@@ -203,8 +203,10 @@ fn task_shard(state: &AppState, id: &str) -> ApiResult<u64> {
 
 fn task_result(resp: ClientResponse) -> ApiResult<Json<TaskView>> {
     match resp {
-        ClientResponse::Write(ShardResponse::Task(t)) => Ok(Json(TaskView::from(t))),
-        ClientResponse::Read(ShardReadResult::Task(t)) => Ok(Json(TaskView::from(t.at(now_ms())))),
+        ClientResponse::Write(ShardResponse::Task(t)) => Ok(Json(TaskView::from(*t))),
+        ClientResponse::Read(ShardReadResult::Task(t)) => {
+            Ok(Json(TaskView::from((*t).at(now_ms()))))
+        }
         other => Err(unexpected(other)),
     }
 }
@@ -332,10 +334,7 @@ async fn claim(
     caller.require(Scope::Full)?;
     let group = task_shard(&state, &id)?;
     validate::name("agent", &body.agent)?;
-    let lease_secs = lease(
-        "lease_secs",
-        body.lease_secs.unwrap_or(DEFAULT_LEASE_SECS),
-    )?;
+    let lease_secs = lease("lease_secs", body.lease_secs.unwrap_or(DEFAULT_LEASE_SECS))?;
     let cmd = ShardCommand::TaskClaim {
         ws: caller.workspace.clone(),
         id,

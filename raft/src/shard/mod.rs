@@ -162,8 +162,8 @@ pub enum ShardResponse {
         seq: u64,
         published_at: u64,
     },
-    /// A task after creation or a claim.
-    Task(Task),
+    /// A task after creation or a change (boxed: it is much larger than the other answers).
+    Task(Box<Task>),
     /// The command was refused, identically on every replica.
     Refused(CoreError),
     // tasks
@@ -216,8 +216,8 @@ pub enum ShardReadResult {
     Topic(Topic),
     /// A page of topic messages.
     Messages(Vec<TopicMessage>),
-    /// One task.
-    Task(Task),
+    /// One task (boxed: it is much larger than the other answers).
+    Task(Box<Task>),
     // tasks
     /// A page of a workspace's tasks.
     TaskPage(TaskPage),
@@ -459,7 +459,7 @@ pub fn query<R: KvRead + ?Sized>(kv: &R, q: &ShardQuery) -> Result<ShardReadResu
             Some(b) => {
                 let stored: tasks::StoredTask = dec(&b)?;
                 if &stored.ws == ws {
-                    Ok(ShardReadResult::Task(stored.task))
+                    Ok(ShardReadResult::Task(Box::new(stored.task)))
                 } else {
                     Err(CoreError::not_found(format!("task {id} not found")))
                 }

@@ -240,11 +240,7 @@ fn conflict(message: String) -> ShardResponse {
 }
 
 /// The workspace's task `id`, if it exists there.
-fn load<R: KvRead + ?Sized>(
-    txn: &Txn<'_, R>,
-    ws: &str,
-    id: &str,
-) -> std::io::Result<Option<Task>> {
+fn load<R: KvRead + ?Sized>(txn: &Txn<'_, R>, ws: &str, id: &str) -> std::io::Result<Option<Task>> {
     Ok(get::<StoredTask, R>(txn, &keys::task(id))?
         .filter(|s| s.ws == ws)
         .map(|s| s.task))
@@ -330,7 +326,7 @@ pub(super) fn create<R: KvRead + ?Sized>(
     };
     save(txn, new.ws, None, &task);
     txn.put(index_key(new.ws, n), task.id.clone().into_bytes());
-    Ok(ShardResponse::Task(task))
+    Ok(ShardResponse::Task(Box::new(task)))
 }
 
 /// Claims an open task (or one whose lease ended) for `agent` with a new fencing token.
@@ -366,7 +362,7 @@ pub(super) fn claim<R: KvRead + ?Sized>(
     task.fencing_token = Some(token);
     task.updated_at = at_ms;
     save(txn, ws, Some(&before), &task);
-    Ok(ShardResponse::Task(task))
+    Ok(ShardResponse::Task(Box::new(task)))
 }
 
 /// Approves a task waiting for approval: it becomes open.
@@ -398,7 +394,7 @@ pub(super) fn approve<R: KvRead + ?Sized>(
     task.approved_at = Some(at_ms);
     task.updated_at = at_ms;
     save(txn, ws, Some(&before), &task);
-    Ok(ShardResponse::Task(task))
+    Ok(ShardResponse::Task(Box::new(task)))
 }
 
 /// A change to a task through `PATCH`.
@@ -455,9 +451,14 @@ pub(super) fn update<R: KvRead + ?Sized>(
                 "agent and fencing_token are required to change the status or renew the lease",
             )));
         };
-        if expired && before.claimed_by.as_deref() == Some(agent.as_str()) {
+        // The last holder, whether the stored state has caught up with the end of its lease
+        // or not (an ended lease keeps the task's token until the next claim).
+        let was_holder = (expired && before.claimed_by.as_deref() == Some(agent.as_str()))
+            || (task.status == TaskStatus::Open && task.fencing_token == Some(token));
+        if was_holder {
             return Ok(conflict(format!(
-                "the lease of agent {agent} on task {id} expired; claim it again"
+                "the lease with fencing token {token} on task {id} has expired or was released; \
+                 claim it again"
             )));
         }
         if !task.status.holds_lease() {
@@ -511,7 +512,7 @@ pub(super) fn update<R: KvRead + ?Sized>(
     }
     task.updated_at = at_ms;
     save(txn, ws, Some(&before), &task);
-    Ok(ShardResponse::Task(task))
+    Ok(ShardResponse::Task(Box::new(task)))
 }
 
 /// Returns to the queue each of `ids` whose lease ended at or before `at_ms`; the others are
@@ -640,7 +641,7 @@ mod tests {
 
     fn task(resp: ShardResponse) -> Task {
         match resp {
-            ShardResponse::Task(t) => t,
+            ShardResponse::Task(t) => *t,
             other => panic!("expected a task, got {other:?}"),
         }
     }
@@ -699,7 +700,7 @@ mod tests {
         )
         .unwrap()
         {
-            ShardReadResult::Task(t) => t,
+            ShardReadResult::Task(t) => *t,
             other => panic!("{other:?}"),
         }
     }
@@ -794,7 +795,11 @@ mod tests {
             let out = run(&mut s, patch(&t.id, p), 5);
             assert!(refused(&out, ErrorCode::Conflict), "{out:?}");
         }
-        let no_token = run(&mut s, patch(&t.id, holder("a", None, Some(TaskStatus::Done))), 5);
+        let no_token = run(
+            &mut s,
+            patch(&t.id, holder("a", None, Some(TaskStatus::Done))),
+            5,
+        );
         assert!(refused(&no_token, ErrorCode::BadRequest));
         assert_eq!(s, before);
     }
@@ -846,11 +851,19 @@ mod tests {
         assert_eq!(stored(&s, &t.id).at(25_000).status, TaskStatus::Open);
         // The leader's expiry proposal returns it to the queue; a second one changes nothing.
         let ids = due_leases(&s, 25_000, 10).unwrap();
-        let out = run(&mut s, ShardCommand::TaskExpireLeases { ids: ids.clone() }, 25_100);
+        let out = run(
+            &mut s,
+            ShardCommand::TaskExpireLeases { ids: ids.clone() },
+            25_100,
+        );
         assert_eq!(out, ShardResponse::TasksExpired(vec![t.id.clone()]));
         let open = stored(&s, &t.id);
         assert_eq!(
-            (open.status, open.claimed_by.as_deref(), open.lease_expires_at),
+            (
+                open.status,
+                open.claimed_by.as_deref(),
+                open.lease_expires_at
+            ),
             (TaskStatus::Open, None, None)
         );
         assert_eq!(open.fencing_token, c.fencing_token);
@@ -863,7 +876,8 @@ mod tests {
             patch(&t.id, holder("a", c.fencing_token, Some(TaskStatus::Done))),
             26_000,
         );
-        assert!(refused(&late, ErrorCode::Conflict));
+        assert!(matches!(&late, ShardResponse::Refused(e)
+            if e.code == ErrorCode::Conflict && e.message.contains("expired")));
         let next = task(run(&mut s, claim(&t.id, "b", 10), 27_000));
         assert!(next.fencing_token > c.fencing_token);
         // An expiry proposed for a lease renewed meanwhile leaves it alone.
@@ -897,7 +911,10 @@ mod tests {
         let mut s = Store::new();
         let t = task(run(&mut s, create("w", TaskMode::Approval), 0));
         assert_eq!(t.status, TaskStatus::PendingApproval);
-        assert!(refused(&run(&mut s, claim(&t.id, "a", 10), 1), ErrorCode::Conflict));
+        assert!(refused(
+            &run(&mut s, claim(&t.id, "a", 10), 1),
+            ErrorCode::Conflict
+        ));
         let approve = ShardCommand::TaskApprove {
             ws: "w".into(),
             id: t.id.clone(),
@@ -935,11 +952,17 @@ mod tests {
             by: "key_1".into(),
             ..TaskPatch::default()
         };
-        assert!(refused(&run(&mut s, patch(&t.id, p), 999), ErrorCode::Conflict));
+        assert!(refused(
+            &run(&mut s, patch(&t.id, p), 999),
+            ErrorCode::Conflict
+        ));
         assert_eq!(s, before);
         let notes = stored(&s, &t.id).notes;
         assert_eq!(notes.len(), MAX_NOTES);
-        assert_eq!((notes[0].text.as_str(), notes[0].by.as_str()), ("n0", "key_1"));
+        assert_eq!(
+            (notes[0].text.as_str(), notes[0].by.as_str()),
+            ("n0", "key_1")
+        );
         assert_eq!(notes[99].text, "n99");
         let empty = run(&mut s, patch(&t.id, TaskPatch::default()), 1_000);
         assert!(refused(&empty, ErrorCode::BadRequest));
@@ -986,7 +1009,12 @@ mod tests {
         // After ids[1]'s lease ends it lists as open.
         let claimed = list(&s, Some(TaskStatus::Claimed), None, 10, 10_100);
         assert_eq!(claimed.tasks.len(), 1);
-        assert_eq!(list(&s, Some(TaskStatus::Open), None, 10, 10_100).tasks.len(), 6);
+        assert_eq!(
+            list(&s, Some(TaskStatus::Open), None, 10, 10_100)
+                .tasks
+                .len(),
+            6
+        );
         // Another workspace's ids are not found.
         let get = query(
             &s,
