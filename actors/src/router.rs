@@ -73,6 +73,7 @@ impl Router {
             hints: Mutex::default(),
             inflight: Mutex::default(),
         });
+        crate::leases::spawn(Arc::downgrade(&router));
         let weak = Arc::downgrade(&router);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));

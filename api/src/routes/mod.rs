@@ -45,6 +45,7 @@ fn documented(max_artifact_bytes: usize) -> OpenApiRouter<AppState> {
         .merge(artifacts::routes(max_artifact_bytes))
         .merge(keys::routes())
         .merge(cluster::routes())
+        .merge(tasks::routes())
 }
 
 /// The OpenAPI document served at `/openapi.json`.
@@ -58,9 +59,6 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/topics", post(topics::create))
         .route("/v1/topics/{name}/publish", post(topics::publish))
         .route("/v1/topics/{name}/messages", get(topics::messages))
-        .route("/v1/tasks", post(tasks::create))
-        .route("/v1/tasks/{id}", get(tasks::get))
-        .route("/v1/tasks/{id}/claim", post(tasks::claim))
         .split_for_parts();
     router
         .merge(SwaggerUi::new("/docs").url("/openapi.json", crate::openapi::finish(doc)))

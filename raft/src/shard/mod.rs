@@ -15,6 +15,9 @@ use crate::error::CoreError;
 use crate::kv::{KvRead, Txn};
 use crate::types::GroupId;
 
+pub mod tasks;
+pub use tasks::{Task, TaskMode, TaskNote, TaskPage, TaskPatch, TaskStatus};
+
 /// The default lease of a claimed task, in seconds.
 pub const DEFAULT_LEASE_SECS: u64 = 60;
 
@@ -62,6 +65,36 @@ pub enum ShardCommand {
     // artifacts
     /// Create an artifact.
     Artifact(artifact::ArtifactCommand),
+    // tasks
+    /// Create a task with every field; the id is assigned in apply.
+    TaskCreateV2 {
+        ws: String,
+        queue: String,
+        title: String,
+        description: String,
+        mode: TaskMode,
+        priority: i32,
+        /// JSON text of an object.
+        metadata: String,
+        /// Id of the creating API key.
+        created_by: String,
+    },
+    /// Approve a task waiting for approval (`pending_approval` → `open`).
+    TaskApprove {
+        ws: String,
+        id: String,
+        /// Id of the approving API key.
+        by: String,
+        note: Option<String>,
+    },
+    /// A holder's status change or renewal, an admin's cancel, a note.
+    TaskUpdate {
+        ws: String,
+        id: String,
+        patch: TaskPatch,
+    },
+    /// Return to the queue the listed tasks whose lease has ended (proposed by the leader).
+    TaskExpireLeases { ids: Vec<String> },
 }
 
 /// The entity a command or query addresses, which decides its shard.
@@ -84,32 +117,14 @@ impl ShardCommand {
                 let (ws, id) = c.entity();
                 (ws, "artifact", id)
             }
+            // tasks
+            ShardCommand::TaskCreateV2 { ws, queue, .. } => (ws, "queue", queue),
+            ShardCommand::TaskApprove { ws, id, .. } | ShardCommand::TaskUpdate { ws, id, .. } => {
+                (ws, "task", id)
+            }
+            ShardCommand::TaskExpireLeases { .. } => ("", "task-leases", ""),
         }
     }
-}
-
-/// How a task may be taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskMode {
-    /// Claimable as soon as created.
-    Auto,
-    /// Claimable only after an approval.
-    Approval,
-    /// Agents may claim but not create.
-    ClaimOnly,
-}
-
-/// A task's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskStatus {
-    /// Waiting for approval (mode `approval`).
-    PendingApproval,
-    /// Claimable.
-    Open,
-    /// Held by an agent under a lease.
-    Claimed,
 }
 
 /// A context entry.
@@ -149,31 +164,6 @@ pub struct TopicMessage {
     pub published_at: u64,
 }
 
-/// A task.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Task {
-    /// `task_<shard>_<n>`: the shard is part of the id so lookups route without an index.
-    pub id: String,
-    /// Queue it belongs to.
-    pub queue: String,
-    /// Short title.
-    pub title: String,
-    /// Longer text.
-    pub description: String,
-    /// How it may be taken.
-    pub mode: TaskMode,
-    /// Its state.
-    pub status: TaskStatus,
-    /// Milliseconds since the epoch.
-    pub created_at: u64,
-    /// The agent holding it.
-    pub claimed_by: Option<String>,
-    /// When the current lease ends, ms since the epoch.
-    pub lease_expires_at: Option<u64>,
-    /// The token of the current claim; grows with every claim on the shard.
-    pub fencing_token: Option<u64>,
-}
-
 /// The result of a shard command.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ShardResponse {
@@ -189,8 +179,8 @@ pub enum ShardResponse {
         seq: u64,
         published_at: u64,
     },
-    /// A task after creation or a claim.
-    Task(Task),
+    /// A task after creation or a change (boxed: it is much larger than the other answers).
+    Task(Box<Task>),
     /// The command was refused, identically on every replica.
     Refused(CoreError),
     // embeddings
@@ -199,6 +189,9 @@ pub enum ShardResponse {
     // artifacts
     /// A created artifact.
     Artifact(artifact::Artifact),
+    // tasks
+    /// Ids of the tasks returned to the queue by a lease expiry.
+    TasksExpired(Vec<String>),
 }
 
 /// A read against one shard.
@@ -229,6 +222,16 @@ pub enum ShardQuery {
     // artifacts
     /// Artifacts: one, its content, or a list.
     Artifact(artifact::ArtifactQuery),
+    // tasks
+    /// The workspace's tasks with number after `after`, in creation order, as they stand at
+    /// `now_ms` (an ended lease shows as open), keeping those with `status` when given.
+    TaskList {
+        ws: String,
+        status: Option<TaskStatus>,
+        after: Option<u64>,
+        limit: usize,
+        now_ms: u64,
+    },
 }
 
 /// The result of a [`ShardQuery`].
@@ -242,14 +245,17 @@ pub enum ShardReadResult {
     Topic(Topic),
     /// A page of topic messages.
     Messages(Vec<TopicMessage>),
-    /// One task.
-    Task(Task),
     // embeddings
     /// Embeddings found.
     Embedding(embedding::EmbeddingResult),
     // artifacts
     /// Artifacts found.
     Artifact(artifact::ArtifactResult),
+    /// One task (boxed: it is much larger than the other answers).
+    Task(Box<Task>),
+    // tasks
+    /// A page of a workspace's tasks.
+    TaskPage(TaskPage),
 }
 
 /// Key layout inside a shard's range. Workspace and names never contain `\0` (validated at the
@@ -389,90 +395,63 @@ pub fn apply<R: KvRead + ?Sized>(
             title,
             description,
             mode,
-        } => {
-            let n = counter(txn, keys::TASK_COUNTER)?;
-            let task = Task {
-                id: task_id(shard, n),
-                queue: queue.clone(),
-                title: title.clone(),
-                description: description.clone(),
+        } => tasks::create(
+            txn,
+            shard,
+            tasks::NewTask {
+                ws,
+                queue,
+                title,
+                description,
                 mode: *mode,
-                status: if *mode == TaskMode::Approval {
-                    TaskStatus::PendingApproval
-                } else {
-                    TaskStatus::Open
-                },
-                created_at: at_ms,
-                claimed_by: None,
-                lease_expires_at: None,
-                fencing_token: None,
-            };
-            txn.put(
-                keys::task(&task.id),
-                encode(&StoredTask {
-                    ws: ws.clone(),
-                    task: task.clone(),
-                }),
-            );
-            ShardResponse::Task(task)
-        }
+                priority: 0,
+                metadata: "{}",
+                created_by: "",
+            },
+            at_ms,
+        )?,
         ShardCommand::TaskClaim {
             ws,
             id,
             agent,
             lease_secs,
-        } => {
-            let k = keys::task(id);
-            match get::<StoredTask, R>(txn, &k)? {
-                Some(stored) if &stored.ws == ws => {
-                    let mut task = stored.task;
-                    let lease_over = task.lease_expires_at.is_some_and(|end| end <= at_ms);
-                    let claimable = match task.status {
-                        TaskStatus::Open => true,
-                        TaskStatus::Claimed => lease_over,
-                        TaskStatus::PendingApproval => false,
-                    };
-                    if !claimable {
-                        let why = match task.status {
-                            TaskStatus::PendingApproval => "task awaits approval".to_string(),
-                            _ => format!(
-                                "task {id} is already claimed by {}",
-                                task.claimed_by.as_deref().unwrap_or("another agent")
-                            ),
-                        };
-                        ShardResponse::Refused(CoreError::conflict(why))
-                    } else {
-                        let token = counter(txn, keys::FENCE_COUNTER)?;
-                        task.status = TaskStatus::Claimed;
-                        task.claimed_by = Some(agent.clone());
-                        task.lease_expires_at = Some(at_ms + lease_secs * 1000);
-                        task.fencing_token = Some(token);
-                        txn.put(
-                            k,
-                            encode(&StoredTask {
-                                ws: ws.clone(),
-                                task: task.clone(),
-                            }),
-                        );
-                        ShardResponse::Task(task)
-                    }
-                }
-                _ => ShardResponse::Refused(CoreError::not_found(format!("task {id} not found"))),
-            }
+        } => tasks::claim(txn, ws, id, agent, *lease_secs, at_ms)?,
+        // tasks
+        ShardCommand::TaskCreateV2 {
+            ws,
+            queue,
+            title,
+            description,
+            mode,
+            priority,
+            metadata,
+            created_by,
+        } => tasks::create(
+            txn,
+            shard,
+            tasks::NewTask {
+                ws,
+                queue,
+                title,
+                description,
+                mode: *mode,
+                priority: *priority,
+                metadata,
+                created_by,
+            },
+            at_ms,
+        )?,
+        ShardCommand::TaskApprove { ws, id, by, note } => {
+            tasks::approve(txn, ws, id, by, note.as_deref(), at_ms)?
         }
         ShardCommand::Embedding(c) => ShardResponse::Embedding(embedding::apply(txn, c, at_ms)?),
         ShardCommand::Artifact(c) => match artifact::apply(txn, c, at_ms)? {
             Ok(a) => ShardResponse::Artifact(a),
             Err(e) => ShardResponse::Refused(e),
         },
+        ShardCommand::TaskUpdate { ws, id, patch } => tasks::update(txn, ws, id, patch, at_ms)?,
+        ShardCommand::TaskExpireLeases { ids } => tasks::expire(txn, ids, at_ms)?,
     })
-}
-
-/// A task with the workspace that owns it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct StoredTask {
-    ws: String,
-    task: Task,
 }
 
 /// Runs a read against a shard's key space.
@@ -518,9 +497,9 @@ pub fn query<R: KvRead>(kv: &R, q: &ShardQuery) -> Result<ShardReadResult, CoreE
         }
         ShardQuery::TaskGet { ws, id } => match kv.get(&keys::task(id)).map_err(io)? {
             Some(b) => {
-                let stored: StoredTask = dec(&b)?;
+                let stored: tasks::StoredTask = dec(&b)?;
                 if &stored.ws == ws {
-                    Ok(ShardReadResult::Task(stored.task))
+                    Ok(ShardReadResult::Task(Box::new(stored.task)))
                 } else {
                     Err(CoreError::not_found(format!("task {id} not found")))
                 }
@@ -531,6 +510,14 @@ pub fn query<R: KvRead>(kv: &R, q: &ShardQuery) -> Result<ShardReadResult, CoreE
             embedding::query(kv, q, &embedding::ExactScan).map(ShardReadResult::Embedding)
         }
         ShardQuery::Artifact(q) => artifact::query(kv, q).map(ShardReadResult::Artifact),
+        // tasks
+        ShardQuery::TaskList {
+            ws,
+            status,
+            after,
+            limit,
+            now_ms,
+        } => tasks::list(kv, ws, *status, *after, *limit, *now_ms),
     }
 }
 
