@@ -73,6 +73,36 @@ impl<'a, R: KvRead + ?Sized> Txn<'a, R> {
         self.writes.insert(key, None);
     }
 
+    /// Up to `limit` pairs with keys starting with `prefix` and greater than `after`, in key
+    /// order, including this transaction's writes.
+    pub fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let pending: Vec<_> = self
+            .writes
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter(|(k, _)| after.is_none_or(|a| k.as_slice() > a))
+            .collect();
+        // Each pending delete can hide at most one stored row, so this many stored rows
+        // always cover the first `limit` of the merged view.
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = self
+            .base
+            .scan(prefix, after, limit.saturating_add(pending.len()))?
+            .into_iter()
+            .collect();
+        for (k, v) in pending {
+            match v {
+                Some(v) => merged.insert(k.clone(), v.clone()),
+                None => merged.remove(k),
+            };
+        }
+        Ok(merged.into_iter().take(limit).collect())
+    }
+
     /// The buffered writes, in key order.
     pub fn into_writes(self) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
         self.writes
