@@ -8,6 +8,7 @@ pub mod controller;
 pub mod entity;
 pub mod entity_actor;
 pub mod forwarder;
+pub mod maintenance;
 pub mod placement;
 pub mod reconciler;
 pub mod request;

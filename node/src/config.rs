@@ -41,6 +41,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
     pub log: String,
+    /// How often a shard leader enforces topic retention and purges deleted topics, seconds.
+    pub compaction_interval_secs: u64,
 }
 
 impl Default for Config {
@@ -60,6 +62,7 @@ impl Default for Config {
             snapshot_after_logs: 20_000,
             max_body_bytes: 1 << 20,
             log: "info".into(),
+            compaction_interval_secs: 60,
         }
     }
 }
@@ -84,7 +87,7 @@ pub struct Overrides {
 }
 
 /// Fields settable through `CONCLAVE_*` variables (other `CONCLAVE_*` names belong to the CLI).
-const FIELDS: [&str; 14] = [
+const FIELDS: [&str; 15] = [
     "data_dir",
     "listen",
     "peer_listen",
@@ -99,6 +102,7 @@ const FIELDS: [&str; 14] = [
     "snapshot_after_logs",
     "max_body_bytes",
     "log",
+    "compaction_interval_secs",
 ];
 
 impl Config {
@@ -132,6 +136,9 @@ impl Config {
         if self.election_min_ms <= self.heartbeat_ms || self.election_max_ms <= self.election_min_ms
         {
             bail!("timings must satisfy heartbeat_ms < election_min_ms < election_max_ms");
+        }
+        if !(1..=86_400).contains(&self.compaction_interval_secs) {
+            bail!("compaction_interval_secs must be 1 to 86400");
         }
         if self.snapshot_after_logs < 10 {
             bail!("snapshot_after_logs must be at least 10");

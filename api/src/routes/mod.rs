@@ -38,6 +38,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .merge(context::routes())
         .merge(keys::routes())
         .merge(cluster::routes())
+        .merge(topics::routes())
 }
 
 /// The OpenAPI document served at `/openapi.json`.
@@ -48,9 +49,6 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// The whole HTTP application: every documented route, `/openapi.json` and the `/docs` page.
 pub fn app(state: AppState) -> Router {
     let (router, doc) = documented()
-        .route("/v1/topics", post(topics::create))
-        .route("/v1/topics/{name}/publish", post(topics::publish))
-        .route("/v1/topics/{name}/messages", get(topics::messages))
         .route("/v1/tasks", post(tasks::create))
         .route("/v1/tasks/{id}", get(tasks::get))
         .route("/v1/tasks/{id}/claim", post(tasks::claim))
