@@ -12,7 +12,9 @@ use conclave_actors::{ClientRequest, ClientResponse};
 use conclave_raft::meta::topic_acl::{TopicAccessMode, TopicAclEntry, TopicPermission};
 use conclave_raft::meta::Scope;
 use conclave_raft::shard::{SubscribeFrom, Subscription, Topic, TopicMessage};
-use conclave_raft::{MetaCommand, MetaResponse, ShardCommand, ShardQuery, ShardReadResult, ShardResponse};
+use conclave_raft::{
+    MetaCommand, MetaResponse, ShardCommand, ShardQuery, ShardReadResult, ShardResponse,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -982,7 +984,12 @@ async fn list_acl(
         .filter(|e| number(e) > after)
         .take(limit + 1)
         .collect::<Vec<_>>();
-    let page = Page::merged(page, limit, |e| e.id.clone(), |e| TopicAclEntryView::new(&name, e));
+    let page = Page::merged(
+        page,
+        limit,
+        |e| e.id.clone(),
+        |e| TopicAclEntryView::new(&name, e),
+    );
     Ok(Json(TopicAclPage {
         topic: name,
         mode,

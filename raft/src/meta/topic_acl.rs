@@ -76,7 +76,13 @@ impl TopicAcls {
     }
 
     /// Whether any of `principals` may do `perm` on the topic (always true when open).
-    pub fn allows(&self, ws: &str, topic: &str, principals: &[String], perm: TopicPermission) -> bool {
+    pub fn allows(
+        &self,
+        ws: &str,
+        topic: &str,
+        principals: &[String],
+        perm: TopicPermission,
+    ) -> bool {
         match self.get(ws, topic) {
             None => true,
             Some(a) if a.mode == TopicAccessMode::Open => true,

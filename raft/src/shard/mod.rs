@@ -445,15 +445,14 @@ pub fn apply<R: KvRead + ?Sized>(
             topic,
             agent,
             from,
-        } => topic::subscribe(txn, ws, topic, agent, *from, at_ms)?.map_or_else(
-            ShardResponse::Refused,
-            |(sub, created)| ShardResponse::TopicSubscribed { sub, created },
-        ),
+        } => topic::subscribe(txn, ws, topic, agent, *from, at_ms)?
+            .map_or_else(ShardResponse::Refused, |(sub, created)| {
+                ShardResponse::TopicSubscribed { sub, created }
+            }),
         ShardCommand::TopicUnsubscribe { ws, topic, agent } => {
-            topic::unsubscribe(txn, ws, topic, agent)?
-                .map_or_else(ShardResponse::Refused, |()| {
-                    ShardResponse::Deleted(agent.clone())
-                })
+            topic::unsubscribe(txn, ws, topic, agent)?.map_or_else(ShardResponse::Refused, |()| {
+                ShardResponse::Deleted(agent.clone())
+            })
         }
         ShardCommand::TopicAck {
             ws,
@@ -497,7 +496,9 @@ pub fn query<R: KvRead + ?Sized>(kv: &R, q: &ShardQuery) -> Result<ShardReadResu
             let entries = rows.iter().map(|(_, v)| dec(v)).collect::<Result<_, _>>()?;
             Ok(ShardReadResult::ContextPage(entries))
         }
-        ShardQuery::TopicGet { ws, name } => topic::read::topic(kv, ws, name).map(ShardReadResult::Topic),
+        ShardQuery::TopicGet { ws, name } => {
+            topic::read::topic(kv, ws, name).map(ShardReadResult::Topic)
+        }
         ShardQuery::TopicMessages {
             ws,
             topic,

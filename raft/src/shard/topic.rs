@@ -736,7 +736,11 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         };
         assert_eq!(cursor(&mut s, 2), 2);
-        assert_eq!(cursor(&mut s, 1), 2, "a lower ack does not move the cursor back");
+        assert_eq!(
+            cursor(&mut s, 1),
+            2,
+            "a lower ack does not move the cursor back"
+        );
         assert_eq!(cursor(&mut s, 99), 3, "the cursor stops at last_seq");
         let list = query(
             &s,
@@ -774,7 +778,10 @@ mod tests {
             ws: "w".into(),
             name: "t".into(),
         };
-        assert!(matches!(run(&mut s, del.clone(), 3), ShardResponse::Deleted(_)));
+        assert!(matches!(
+            run(&mut s, del.clone(), 3),
+            ShardResponse::Deleted(_)
+        ));
         assert!(
             matches!(run(&mut s, del, 4), ShardResponse::Refused(e) if e.code == ErrorCode::NotFound)
         );
@@ -792,7 +799,9 @@ mod tests {
         assert!(
             matches!(query(&s, &subs).unwrap(), ShardReadResult::TopicSubscriptions(l) if l.is_empty())
         );
-        assert!(matches!(run(&mut s, publish("t", "y"), 6), ShardResponse::TopicPublished(m) if m.seq == 1));
+        assert!(
+            matches!(run(&mut s, publish("t", "y"), 6), ShardResponse::TopicPublished(m) if m.seq == 1)
+        );
         // The purge removes the old generation's rows only, in bounded rounds.
         while compact(&mut s, 2, 7).more {}
         assert!(!s.keys().any(|k| k.starts_with(keys::PURGE_PREFIX)));
