@@ -11,6 +11,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use conclave_raft::kv::KvRead;
+use conclave_raft::storage::GroupKv;
 use conclave_raft::{ShardCommand, ShardResponse, META_GROUP};
 
 use crate::request::{ClientRequest, ClientResponse};
@@ -24,7 +26,7 @@ const MAX_ROUNDS_PER_TICK: usize = 8;
 /// Proposes a compaction on every shard this node leads, every `interval`, for as long as the
 /// router lives.
 pub async fn run(router: Arc<Router>, interval: Duration) {
-    let mut tick = tokio::time::interval(interval);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
@@ -33,7 +35,9 @@ pub async fn run(router: Arc<Router>, interval: Duration) {
                 continue;
             }
             for _ in 0..MAX_ROUNDS_PER_TICK {
-                if !router.groups().get(group).is_some_and(|r| r.is_leader()) {
+                if !router.groups().get(group).is_some_and(|r| r.is_leader())
+                    || !has_topic_rows(&router, group)
+                {
                     break;
                 }
                 let cmd = ShardCommand::TopicCompact {
@@ -61,4 +65,14 @@ pub async fn run(router: Arc<Router>, interval: Duration) {
             }
         }
     }
+}
+
+/// Whether the shard holds any topic or deleted-topic row, read from the local replica: a shard
+/// without topics gets no compaction entries. Only an optimization; apply decides the work.
+fn has_topic_rows(router: &Router, group: conclave_raft::GroupId) -> bool {
+    let kv = GroupKv::new(router.groups().db(), group);
+    [b"t\0".as_slice(), b"p\0".as_slice()].iter().any(|prefix| {
+        kv.scan(prefix, None, 1)
+            .map_or(true, |rows| !rows.is_empty())
+    })
 }

@@ -108,3 +108,31 @@ impl<'a, R: KvRead + ?Sized> Txn<'a, R> {
         self.writes
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn txn_scan_sees_its_own_writes_in_key_order() {
+        let base: BTreeMap<Vec<u8>, Vec<u8>> = [b"p1", b"p2", b"p3", b"p5", b"q1"]
+            .iter()
+            .map(|k| (k.to_vec(), b"base".to_vec()))
+            .collect();
+        let mut txn = Txn::new(&base);
+        txn.delete(b"p1".to_vec());
+        txn.delete(b"p2".to_vec());
+        txn.put(b"p4".to_vec(), b"new".to_vec());
+        txn.put(b"q0".to_vec(), b"other prefix".to_vec());
+        let keys =
+            |rows: Vec<(Vec<u8>, Vec<u8>)>| rows.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        assert_eq!(
+            keys(txn.scan(b"p", None, 2).unwrap()),
+            vec![b"p3".to_vec(), b"p4".to_vec()]
+        );
+        assert_eq!(
+            keys(txn.scan(b"p", Some(b"p3"), 10).unwrap()),
+            vec![b"p4".to_vec(), b"p5".to_vec()]
+        );
+    }
+}
