@@ -49,6 +49,8 @@ pub struct Topic {
     pub first_seq: u64,
     /// Shard-unique number of this incarnation of the name.
     pub generation: u64,
+    /// Number of subscriptions, at most [`MAX_SUBSCRIPTIONS_PER_TOPIC`].
+    pub subscriptions: u64,
 }
 
 /// A published topic message.
@@ -102,6 +104,9 @@ pub struct Purge {
     /// The deleted generation.
     pub generation: u64,
 }
+
+/// Most subscriptions one topic may have.
+pub const MAX_SUBSCRIPTIONS_PER_TOPIC: u64 = 10_000;
 
 /// Topics visited per compaction apply at most (each counts as one unit of the budget too).
 const TOPICS_PER_COMPACTION: usize = 256;
@@ -195,6 +200,7 @@ pub(super) fn create<R: KvRead + ?Sized>(
         last_seq: 0,
         first_seq: 1,
         generation: counter(txn, keys::GENERATION_COUNTER)?,
+        subscriptions: 0,
     };
     txn.put(k, encode(&topic));
     Ok(Ok(topic))
@@ -259,12 +265,18 @@ pub(super) fn subscribe<R: KvRead + ?Sized>(
     from: SubscribeFrom,
     at_ms: u64,
 ) -> std::io::Result<Result<(Subscription, bool), CoreError>> {
-    let Some(t) = get::<Topic, R>(txn, &keys::topic(ws, topic))? else {
+    let tk = keys::topic(ws, topic);
+    let Some(mut t) = get::<Topic, R>(txn, &tk)? else {
         return Ok(Err(not_found(topic)));
     };
     let k = keys::sub(ws, topic, t.generation, agent);
     if let Some(existing) = get::<Subscription, R>(txn, &k)? {
         return Ok(Ok((existing, false)));
+    }
+    if t.subscriptions >= MAX_SUBSCRIPTIONS_PER_TOPIC {
+        return Ok(Err(CoreError::conflict(format!(
+            "topic {topic:?} already has {MAX_SUBSCRIPTIONS_PER_TOPIC} subscriptions"
+        ))));
     }
     let cursor = match from {
         SubscribeFrom::Latest => t.last_seq,
@@ -280,6 +292,8 @@ pub(super) fn subscribe<R: KvRead + ?Sized>(
     };
     txn.put(k, encode(&sub));
     txn.put(keys::agent_sub(ws, agent, topic), encode(&t.generation));
+    t.subscriptions += 1;
+    txn.put(tk, encode(&t));
     Ok(Ok((sub, true)))
 }
 
@@ -290,7 +304,8 @@ pub(super) fn unsubscribe<R: KvRead + ?Sized>(
     topic: &str,
     agent: &str,
 ) -> std::io::Result<Result<(), CoreError>> {
-    let Some(t) = get::<Topic, R>(txn, &keys::topic(ws, topic))? else {
+    let tk = keys::topic(ws, topic);
+    let Some(mut t) = get::<Topic, R>(txn, &tk)? else {
         return Ok(Err(not_found(topic)));
     };
     let k = keys::sub(ws, topic, t.generation, agent);
@@ -299,6 +314,8 @@ pub(super) fn unsubscribe<R: KvRead + ?Sized>(
     }
     txn.delete(k);
     txn.delete(keys::agent_sub(ws, agent, topic));
+    t.subscriptions = t.subscriptions.saturating_sub(1);
+    txn.put(tk, encode(&t));
     Ok(Ok(()))
 }
 
@@ -726,11 +743,12 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-        // Subscribing again keeps the cursor.
+        // Subscribing again keeps the cursor and counts once.
         assert!(matches!(
             run(&mut s, sub(SubscribeFrom::Latest), 3),
             ShardResponse::TopicSubscribed { sub, created: false } if sub.cursor == 0
         ));
+        assert_eq!(read(&s, "t", 0).unwrap().0.subscriptions, 1);
         let cursor = |s: &mut Store, seq| match run(s, ack(seq), 4) {
             ShardResponse::TopicAcked(sub) => sub.cursor,
             other => panic!("unexpected {other:?}"),
@@ -755,6 +773,19 @@ mod tests {
         assert!(
             matches!(list, ShardReadResult::TopicSubscriptions(l) if l.len() == 1 && l[0].0.cursor == 3 && l[0].1 == 3)
         );
+        let unsub = ShardCommand::TopicUnsubscribe {
+            ws: "w".into(),
+            topic: "t".into(),
+            agent: "a".into(),
+        };
+        assert!(matches!(
+            run(&mut s, unsub.clone(), 5),
+            ShardResponse::Deleted(_)
+        ));
+        assert!(
+            matches!(run(&mut s, unsub, 6), ShardResponse::Refused(e) if e.code == ErrorCode::NotFound)
+        );
+        assert_eq!(read(&s, "t", 0).unwrap().0.subscriptions, 0);
     }
 
     #[test]
