@@ -545,7 +545,8 @@ async fn list(
 }
 
 /// Deletes a topic with its messages and subscriptions; a topic created later with the same
-/// name starts at sequence 1 with no subscribers and an open access mode.
+/// name starts at sequence 1 with no subscribers and an open access mode. A restricted topic
+/// needs an admin key.
 #[utoipa::path(delete, path = "/v1/topics/{name}", tag = TAG,
     params(("name" = String, Path, description = "The topic")),
     responses((status = 200, description = "The topic was deleted", body = Deleted)))]
@@ -557,6 +558,10 @@ async fn delete(
     caller.require(Scope::Full)?;
     topic_name("name", &name)?;
     let ws = caller.workspace.clone();
+    // Otherwise a full key could delete a restricted topic and re-create it open.
+    if access_mode(&state, &ws, &name) == TopicAccessMode::Restricted {
+        caller.require(Scope::Admin)?;
+    }
     let group = shard(&state, &ws, "topic", &name)?;
     let cmd = ShardCommand::TopicDelete {
         ws: ws.clone(),
