@@ -9,6 +9,7 @@ pub mod entity;
 pub mod entity_actor;
 pub mod forwarder;
 pub mod leases;
+pub mod maintenance;
 pub mod placement;
 pub mod reconciler;
 pub mod request;

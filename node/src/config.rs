@@ -44,6 +44,8 @@ pub struct Config {
     pub max_artifact_bytes: usize,
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
     pub log: String,
+    /// How often a shard leader enforces topic retention and purges deleted topics, seconds.
+    pub compaction_interval_secs: u64,
 }
 
 impl Default for Config {
@@ -64,6 +66,7 @@ impl Default for Config {
             max_body_bytes: 1 << 20,
             max_artifact_bytes: 4 << 20,
             log: "info".into(),
+            compaction_interval_secs: 60,
         }
     }
 }
@@ -88,7 +91,7 @@ pub struct Overrides {
 }
 
 /// Fields settable through `CONCLAVE_*` variables (other `CONCLAVE_*` names belong to the CLI).
-const FIELDS: [&str; 15] = [
+const FIELDS: &[&str] = &[
     "data_dir",
     "listen",
     "peer_listen",
@@ -104,6 +107,7 @@ const FIELDS: [&str; 15] = [
     "max_body_bytes",
     "max_artifact_bytes",
     "log",
+    "compaction_interval_secs",
 ];
 
 impl Config {
@@ -137,6 +141,9 @@ impl Config {
         if self.election_min_ms <= self.heartbeat_ms || self.election_max_ms <= self.election_min_ms
         {
             bail!("timings must satisfy heartbeat_ms < election_min_ms < election_max_ms");
+        }
+        if !(1..=86_400).contains(&self.compaction_interval_secs) {
+            bail!("compaction_interval_secs must be 1 to 86400");
         }
         if self.snapshot_after_logs < 10 {
             bail!("snapshot_after_logs must be at least 10");

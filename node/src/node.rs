@@ -145,6 +145,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ..ControllerSettings::default()
     };
     tokio::spawn(Controller::new(router.clone(), controller_settings).run());
+    tokio::spawn(conclave_actors::maintenance::run(
+        router.clone(),
+        Duration::from_secs(config.compaction_interval_secs),
+    ));
 
     identity::write_node_file(
         &dir,

@@ -154,7 +154,7 @@ impl Peer for PeerService {
                     limit: WATCH_BUFFER,
                 };
                 let page = match query(&GroupKv::new(groups.db(), r.shard), &q) {
-                    Ok(ShardReadResult::Messages(m)) => m,
+                    Ok(ShardReadResult::TopicMessages { items, .. }) => items,
                     Ok(_) => return,
                     Err(e) => {
                         let _ = tx.send(Err(Status::not_found(e.message))).await;

@@ -73,8 +73,66 @@ impl<'a, R: KvRead + ?Sized> Txn<'a, R> {
         self.writes.insert(key, None);
     }
 
+    /// Up to `limit` pairs with keys starting with `prefix` and greater than `after`, in key
+    /// order, including this transaction's writes.
+    pub fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let pending: Vec<_> = self
+            .writes
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter(|(k, _)| after.is_none_or(|a| k.as_slice() > a))
+            .collect();
+        // Each pending delete can hide at most one stored row, so this many stored rows
+        // always cover the first `limit` of the merged view.
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = self
+            .base
+            .scan(prefix, after, limit.saturating_add(pending.len()))?
+            .into_iter()
+            .collect();
+        for (k, v) in pending {
+            match v {
+                Some(v) => merged.insert(k.clone(), v.clone()),
+                None => merged.remove(k),
+            };
+        }
+        Ok(merged.into_iter().take(limit).collect())
+    }
+
     /// The buffered writes, in key order.
     pub fn into_writes(self) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
         self.writes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn txn_scan_sees_its_own_writes_in_key_order() {
+        let base: BTreeMap<Vec<u8>, Vec<u8>> = [b"p1", b"p2", b"p3", b"p5", b"q1"]
+            .iter()
+            .map(|k| (k.to_vec(), b"base".to_vec()))
+            .collect();
+        let mut txn = Txn::new(&base);
+        txn.delete(b"p1".to_vec());
+        txn.delete(b"p2".to_vec());
+        txn.put(b"p4".to_vec(), b"new".to_vec());
+        txn.put(b"q0".to_vec(), b"other prefix".to_vec());
+        let keys =
+            |rows: Vec<(Vec<u8>, Vec<u8>)>| rows.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        assert_eq!(
+            keys(txn.scan(b"p", None, 2).unwrap()),
+            vec![b"p3".to_vec(), b"p4".to_vec()]
+        );
+        assert_eq!(
+            keys(txn.scan(b"p", Some(b"p3"), 10).unwrap()),
+            vec![b"p4".to_vec(), b"p5".to_vec()]
+        );
     }
 }

@@ -10,7 +10,6 @@ mod topics;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use conclave_actors::{ClientRequest, ClientResponse};
 use conclave_raft::error::CoreError;
@@ -46,6 +45,7 @@ fn documented(max_artifact_bytes: usize) -> OpenApiRouter<AppState> {
         .merge(keys::routes())
         .merge(cluster::routes())
         .merge(tasks::routes())
+        .merge(topics::routes())
 }
 
 /// The OpenAPI document served at `/openapi.json`.
@@ -56,9 +56,6 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// The whole HTTP application: every documented route, `/openapi.json` and the `/docs` page.
 pub fn app(state: AppState) -> Router {
     let (router, doc) = documented(state.max_artifact_bytes)
-        .route("/v1/topics", post(topics::create))
-        .route("/v1/topics/{name}/publish", post(topics::publish))
-        .route("/v1/topics/{name}/messages", get(topics::messages))
         .split_for_parts();
     router
         .merge(SwaggerUi::new("/docs").url("/openapi.json", crate::openapi::finish(doc)))

@@ -13,6 +13,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::CoreError;
 use crate::types::{GroupId, NodeId, NodeInfo};
 
+pub mod topic_acl;
+
+use topic_acl::{TopicAccess, TopicAccessMode, TopicAclEntry, TopicAcls, TopicPermission};
+
 /// Lifecycle of a node in the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -132,6 +136,9 @@ pub struct MetaState {
     /// Dimension of each embedding namespace, by `(workspace, namespace)`: fixed by its first
     /// embedding, so every vector searched together has one length.
     pub embedding_dims: BTreeMap<(String, String), u32>,
+    // topics
+    /// Access modes and ACL entries of topics.
+    pub topic_acls: TopicAcls,
 }
 
 /// A control-plane change.
@@ -172,6 +179,23 @@ pub enum MetaCommand {
         namespace: String,
         dim: u32,
     },
+    // topics
+    /// Sets a topic's access mode; `reset` also drops its ACL entries (a new topic).
+    SetTopicAccess {
+        ws: String,
+        topic: String,
+        mode: TopicAccessMode,
+        reset: bool,
+    },
+    /// Grants permissions on a topic to a principal (`agent:NAME` or `key:ID`).
+    GrantTopicAcl {
+        ws: String,
+        topic: String,
+        principal: String,
+        permissions: Vec<TopicPermission>,
+    },
+    /// Forgets a deleted topic's access record.
+    DropTopicAccess { ws: String, topic: String },
 }
 
 /// The result of a meta command.
@@ -185,6 +209,11 @@ pub enum MetaResponse {
     ApiKeyId(String),
     /// Refused, identically on every replica.
     Refused(CoreError),
+    // topics
+    /// A topic's access record.
+    TopicAccess(TopicAccess),
+    /// An ACL entry and whether it was created (rather than merged).
+    TopicAclEntry { entry: TopicAclEntry, created: bool },
 }
 
 impl MetaState {
@@ -336,6 +365,42 @@ impl MetaState {
                     }
                 }
             }
+            // topics
+            MetaCommand::SetTopicAccess {
+                ws,
+                topic,
+                mode,
+                reset,
+            } => match self.workspace_known(ws) {
+                Err(e) => MetaResponse::Refused(e),
+                Ok(()) => MetaResponse::TopicAccess(
+                    self.topic_acls.set_mode(ws, topic, *mode, *reset, at_ms),
+                ),
+            },
+            MetaCommand::GrantTopicAcl {
+                ws,
+                topic,
+                principal,
+                permissions,
+            } => match self.workspace_known(ws).and_then(|()| {
+                self.topic_acls
+                    .grant(ws, topic, principal, permissions, at_ms)
+            }) {
+                Err(e) => MetaResponse::Refused(e),
+                Ok((entry, created)) => MetaResponse::TopicAclEntry { entry, created },
+            },
+            MetaCommand::DropTopicAccess { ws, topic } => {
+                self.topic_acls.drop_topic(ws, topic);
+                MetaResponse::Ok
+            }
+        }
+    }
+
+    fn workspace_known(&self, ws: &str) -> Result<(), CoreError> {
+        if self.workspaces.contains_key(ws) {
+            Ok(())
+        } else {
+            Err(CoreError::not_found(format!("workspace {ws:?} not found")))
         }
     }
 

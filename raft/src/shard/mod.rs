@@ -17,6 +17,9 @@ use crate::types::GroupId;
 
 pub mod tasks;
 pub use tasks::{Task, TaskMode, TaskNote, TaskPage, TaskPatch, TaskStatus};
+mod topic;
+
+pub use topic::{Compaction, SubscribeFrom, Subscription, Topic, TopicMessage};
 
 /// The default lease of a claimed task, in seconds.
 pub const DEFAULT_LEASE_SECS: u64 = 60;
@@ -36,13 +39,16 @@ pub enum ShardCommand {
     TopicCreate {
         ws: String,
         name: String,
-        retention_hours: u64,
+        retention_secs: u64,
+        description: String,
     },
-    /// Publish to a topic; `body` is JSON text.
+    /// Publish to a topic; `body` is JSON text, `metadata` JSON text of an object.
     TopicPublish {
         ws: String,
         topic: String,
         body: String,
+        from: Option<String>,
+        metadata: Option<String>,
     },
     /// Create a task in a queue; the id is assigned in apply.
     TaskCreate {
@@ -95,6 +101,32 @@ pub enum ShardCommand {
     },
     /// Return to the queue the listed tasks whose lease has ended (proposed by the leader).
     TaskExpireLeases { ids: Vec<String> },
+    // topics
+    /// Delete a topic; its messages and subscriptions are purged by later compactions.
+    TopicDelete { ws: String, name: String },
+    /// Subscribe `agent` to a topic (an existing subscription is kept as it is).
+    TopicSubscribe {
+        ws: String,
+        topic: String,
+        agent: String,
+        from: SubscribeFrom,
+    },
+    /// Remove `agent`'s subscription.
+    TopicUnsubscribe {
+        ws: String,
+        topic: String,
+        agent: String,
+    },
+    /// Move `agent`'s cursor forward to `seq` (never back, never past the newest message).
+    TopicAck {
+        ws: String,
+        topic: String,
+        agent: String,
+        seq: u64,
+    },
+    /// Retention and purge of deleted topics on this shard, at most `budget` rows per apply;
+    /// proposed periodically by the shard leader.
+    TopicCompact { budget: u64 },
 }
 
 /// The entity a command or query addresses, which decides its shard.
@@ -123,6 +155,12 @@ impl ShardCommand {
                 (ws, "task", id)
             }
             ShardCommand::TaskExpireLeases { .. } => ("", "task-leases", ""),
+            // topics
+            ShardCommand::TopicDelete { ws, name } => (ws, "topic", name),
+            ShardCommand::TopicSubscribe { ws, topic, .. }
+            | ShardCommand::TopicUnsubscribe { ws, topic, .. }
+            | ShardCommand::TopicAck { ws, topic, .. } => (ws, "topic", topic),
+            ShardCommand::TopicCompact { .. } => ("", "topic-maintenance", ""),
         }
     }
 }
@@ -140,30 +178,6 @@ pub struct ContextEntry {
     pub updated_at: u64,
 }
 
-/// A topic.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Topic {
-    /// Its name.
-    pub name: String,
-    /// How long messages are kept.
-    pub retention_hours: u64,
-    /// Milliseconds since the epoch.
-    pub created_at: u64,
-    /// The sequence of the newest message (0 before any).
-    pub last_seq: u64,
-}
-
-/// A published topic message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TopicMessage {
-    /// Gap-free from 1 within its topic.
-    pub seq: u64,
-    /// JSON text.
-    pub body: String,
-    /// Milliseconds since the epoch.
-    pub published_at: u64,
-}
-
 /// The result of a shard command.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ShardResponse {
@@ -173,12 +187,8 @@ pub enum ShardResponse {
     Deleted(String),
     /// A topic after creation.
     Topic(Topic),
-    /// A published message's sequence and time.
-    Published {
-        topic: String,
-        seq: u64,
-        published_at: u64,
-    },
+    /// A published message.
+    TopicPublished(TopicMessage),
     /// A task after creation or a change (boxed: it is much larger than the other answers).
     Task(Box<Task>),
     /// The command was refused, identically on every replica.
@@ -192,6 +202,13 @@ pub enum ShardResponse {
     // tasks
     /// Ids of the tasks returned to the queue by a lease expiry.
     TasksExpired(Vec<String>),
+    // topics
+    /// A subscription, and whether this command created it.
+    TopicSubscribed { sub: Subscription, created: bool },
+    /// A subscription after an acknowledgement.
+    TopicAcked(Subscription),
+    /// The work a compaction did.
+    TopicCompacted(Compaction),
 }
 
 /// A read against one shard.
@@ -207,7 +224,7 @@ pub enum ShardQuery {
     },
     /// One topic.
     TopicGet { ws: String, name: String },
-    /// Messages with `seq > since`, ascending.
+    /// The topic and its messages with `seq > since`, ascending.
     TopicMessages {
         ws: String,
         topic: String,
@@ -232,6 +249,26 @@ pub enum ShardQuery {
         limit: usize,
         now_ms: u64,
     },
+    // topics
+    /// Topics with names after `after`, in name order.
+    TopicList {
+        ws: String,
+        after: Option<String>,
+        limit: usize,
+    },
+    /// `agent`'s subscription to a topic.
+    TopicSubscriptionGet {
+        ws: String,
+        topic: String,
+        agent: String,
+    },
+    /// `agent`'s subscriptions on this shard to topics named after `after`, in name order.
+    TopicSubscriptionList {
+        ws: String,
+        agent: String,
+        after: Option<String>,
+        limit: usize,
+    },
 }
 
 /// The result of a [`ShardQuery`].
@@ -243,8 +280,11 @@ pub enum ShardReadResult {
     ContextPage(Vec<ContextEntry>),
     /// One topic.
     Topic(Topic),
-    /// A page of topic messages.
-    Messages(Vec<TopicMessage>),
+    /// A topic (for its `first_seq` and `last_seq`) and a page of its messages.
+    TopicMessages {
+        topic: Topic,
+        items: Vec<TopicMessage>,
+    },
     // embeddings
     /// Embeddings found.
     Embedding(embedding::EmbeddingResult),
@@ -256,6 +296,13 @@ pub enum ShardReadResult {
     // tasks
     /// A page of a workspace's tasks.
     TaskPage(TaskPage),
+    // topics
+    /// A page of topics.
+    TopicPage(Vec<Topic>),
+    /// One subscription.
+    TopicSubscription(Subscription),
+    /// A page of subscriptions, each with its topic's `last_seq`.
+    TopicSubscriptions(Vec<(Subscription, u64)>),
 }
 
 /// Key layout inside a shard's range. Workspace and names never contain `\0` (validated at the
@@ -266,15 +313,6 @@ mod keys {
     }
     pub fn context_prefix(ws: &str) -> Vec<u8> {
         [b"c\0", ws.as_bytes(), b"\0"].concat()
-    }
-    pub fn topic(ws: &str, name: &str) -> Vec<u8> {
-        [b"t\0", ws.as_bytes(), b"\0", name.as_bytes()].concat()
-    }
-    pub fn message_prefix(ws: &str, topic: &str) -> Vec<u8> {
-        [b"m\0", ws.as_bytes(), b"\0", topic.as_bytes(), b"\0"].concat()
-    }
-    pub fn message(ws: &str, topic: &str, seq: u64) -> Vec<u8> {
-        [message_prefix(ws, topic), seq.to_be_bytes().to_vec()].concat()
     }
     pub fn task(id: &str) -> Vec<u8> {
         [b"k\0", id.as_bytes()].concat()
@@ -348,47 +386,18 @@ pub fn apply<R: KvRead + ?Sized>(
         ShardCommand::TopicCreate {
             ws,
             name,
-            retention_hours,
-        } => {
-            let k = keys::topic(ws, name);
-            if txn.get(&k)?.is_some() {
-                ShardResponse::Refused(CoreError::conflict(format!(
-                    "topic {name:?} already exists"
-                )))
-            } else {
-                let topic = Topic {
-                    name: name.clone(),
-                    retention_hours: *retention_hours,
-                    created_at: at_ms,
-                    last_seq: 0,
-                };
-                txn.put(k, encode(&topic));
-                ShardResponse::Topic(topic)
-            }
-        }
-        ShardCommand::TopicPublish { ws, topic, body } => {
-            let k = keys::topic(ws, topic);
-            match get::<Topic, R>(txn, &k)? {
-                None => ShardResponse::Refused(CoreError::not_found(format!(
-                    "topic {topic:?} not found"
-                ))),
-                Some(mut t) => {
-                    t.last_seq += 1;
-                    let msg = TopicMessage {
-                        seq: t.last_seq,
-                        body: body.clone(),
-                        published_at: at_ms,
-                    };
-                    txn.put(keys::message(ws, topic, msg.seq), encode(&msg));
-                    txn.put(k, encode(&t));
-                    ShardResponse::Published {
-                        topic: topic.clone(),
-                        seq: msg.seq,
-                        published_at: at_ms,
-                    }
-                }
-            }
-        }
+            retention_secs,
+            description,
+        } => topic::create(txn, ws, name, *retention_secs, description, at_ms)?
+            .map_or_else(ShardResponse::Refused, ShardResponse::Topic),
+        ShardCommand::TopicPublish {
+            ws,
+            topic,
+            body,
+            from,
+            metadata,
+        } => topic::publish(txn, ws, topic, body, from, metadata, at_ms)?
+            .map_or_else(ShardResponse::Refused, ShardResponse::TopicPublished),
         ShardCommand::TaskCreate {
             ws,
             queue,
@@ -451,6 +460,35 @@ pub fn apply<R: KvRead + ?Sized>(
         },
         ShardCommand::TaskUpdate { ws, id, patch } => tasks::update(txn, ws, id, patch, at_ms)?,
         ShardCommand::TaskExpireLeases { ids } => tasks::expire(txn, ids, at_ms)?,
+        // topics
+        ShardCommand::TopicDelete { ws, name } => topic::delete(txn, ws, name)?
+            .map_or_else(ShardResponse::Refused, |()| {
+                ShardResponse::Deleted(name.clone())
+            }),
+        ShardCommand::TopicSubscribe {
+            ws,
+            topic,
+            agent,
+            from,
+        } => topic::subscribe(txn, ws, topic, agent, *from, at_ms)?
+            .map_or_else(ShardResponse::Refused, |(sub, created)| {
+                ShardResponse::TopicSubscribed { sub, created }
+            }),
+        ShardCommand::TopicUnsubscribe { ws, topic, agent } => {
+            topic::unsubscribe(txn, ws, topic, agent)?.map_or_else(ShardResponse::Refused, |()| {
+                ShardResponse::Deleted(agent.clone())
+            })
+        }
+        ShardCommand::TopicAck {
+            ws,
+            topic,
+            agent,
+            seq,
+        } => topic::ack(txn, ws, topic, agent, *seq)?
+            .map_or_else(ShardResponse::Refused, ShardResponse::TopicAcked),
+        ShardCommand::TopicCompact { budget } => {
+            ShardResponse::TopicCompacted(topic::compact(txn, *budget, at_ms)?)
+        }
     })
 }
 
@@ -476,25 +514,16 @@ pub fn query<R: KvRead>(kv: &R, q: &ShardQuery) -> Result<ShardReadResult, CoreE
             let entries = rows.iter().map(|(_, v)| dec(v)).collect::<Result<_, _>>()?;
             Ok(ShardReadResult::ContextPage(entries))
         }
-        ShardQuery::TopicGet { ws, name } => match kv.get(&keys::topic(ws, name)).map_err(io)? {
-            Some(b) => Ok(ShardReadResult::Topic(dec(&b)?)),
-            None => Err(CoreError::not_found(format!("topic {name:?} not found"))),
-        },
+        ShardQuery::TopicGet { ws, name } => {
+            topic::read::topic(kv, ws, name).map(ShardReadResult::Topic)
+        }
         ShardQuery::TopicMessages {
             ws,
             topic,
             since,
             limit,
-        } => {
-            if kv.get(&keys::topic(ws, topic)).map_err(io)?.is_none() {
-                return Err(CoreError::not_found(format!("topic {topic:?} not found")));
-            }
-            let prefix = keys::message_prefix(ws, topic);
-            let after = keys::message(ws, topic, *since);
-            let rows = kv.scan(&prefix, Some(&after), *limit).map_err(io)?;
-            let msgs = rows.iter().map(|(_, v)| dec(v)).collect::<Result<_, _>>()?;
-            Ok(ShardReadResult::Messages(msgs))
-        }
+        } => topic::read::messages(kv, ws, topic, *since, *limit)
+            .map(|(topic, items)| ShardReadResult::TopicMessages { topic, items }),
         ShardQuery::TaskGet { ws, id } => match kv.get(&keys::task(id)).map_err(io)? {
             Some(b) => {
                 let stored: tasks::StoredTask = dec(&b)?;
@@ -518,6 +547,20 @@ pub fn query<R: KvRead>(kv: &R, q: &ShardQuery) -> Result<ShardReadResult, CoreE
             limit,
             now_ms,
         } => tasks::list(kv, ws, *status, *after, *limit, *now_ms),
+        // topics
+        ShardQuery::TopicList { ws, after, limit } => {
+            topic::read::list(kv, ws, after.as_deref(), *limit).map(ShardReadResult::TopicPage)
+        }
+        ShardQuery::TopicSubscriptionGet { ws, topic, agent } => {
+            topic::read::subscription(kv, ws, topic, agent).map(ShardReadResult::TopicSubscription)
+        }
+        ShardQuery::TopicSubscriptionList {
+            ws,
+            agent,
+            after,
+            limit,
+        } => topic::read::subscriptions(kv, ws, agent, after.as_deref(), *limit)
+            .map(ShardReadResult::TopicSubscriptions),
     }
 }
 
@@ -545,57 +588,6 @@ mod tests {
             }
         }
         out
-    }
-
-    fn publish(topic: &str, body: &str) -> ShardCommand {
-        ShardCommand::TopicPublish {
-            ws: "w".into(),
-            topic: topic.into(),
-            body: body.into(),
-        }
-    }
-
-    #[test]
-    fn topic_sequences_are_gap_free_and_publish_needs_the_topic() {
-        let mut s = BTreeMap::new();
-        let create = ShardCommand::TopicCreate {
-            ws: "w".into(),
-            name: "t".into(),
-            retention_hours: 1,
-        };
-        let out = run(
-            &mut s,
-            &[
-                (publish("t", "0"), 1),
-                (create.clone(), 2),
-                (publish("t", "1"), 3),
-                (publish("t", "2"), 4),
-                (create, 5),
-            ],
-        );
-        assert!(matches!(&out[0], ShardResponse::Refused(e) if e.code == ErrorCode::NotFound));
-        assert!(matches!(&out[2], ShardResponse::Published { seq: 1, .. }));
-        assert!(matches!(
-            &out[3],
-            ShardResponse::Published {
-                seq: 2,
-                published_at: 4,
-                ..
-            }
-        ));
-        assert!(matches!(&out[4], ShardResponse::Refused(e) if e.code == ErrorCode::Conflict));
-        let q = ShardQuery::TopicMessages {
-            ws: "w".into(),
-            topic: "t".into(),
-            since: 1,
-            limit: 10,
-        };
-        match query(&s, &q).unwrap() {
-            ShardReadResult::Messages(m) => {
-                assert_eq!(m.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![2])
-            }
-            other => panic!("unexpected {other:?}"),
-        }
     }
 
     #[test]
