@@ -13,6 +13,13 @@ use serde::{Deserialize, Serialize};
 use crate::error::CoreError;
 use crate::types::{GroupId, NodeId, NodeInfo};
 
+pub mod tenancy;
+
+pub use tenancy::{
+    Invitation, InvitationStatus, SettingsPatch, Tenancy, TenancyCommand, TenancyResponse, User,
+    WorkspaceSettings,
+};
+
 /// Lifecycle of a node in the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -94,8 +101,14 @@ pub struct ApiKeyRecord {
     pub hash: String,
     /// ms since the epoch.
     pub created_at: u64,
-    /// Revoked keys authenticate nothing.
-    pub revoked: bool,
+    /// When it was revoked; revoked keys authenticate nothing.
+    pub revoked_at: Option<u64>,
+    /// The user it belongs to, if any.
+    pub user: Option<String>,
+    /// The first characters of its secret, to tell keys apart (never enough to use it).
+    pub prefix: String,
+    /// When its secret was last replaced.
+    pub rotated_at: Option<u64>,
 }
 
 /// A workspace.
@@ -107,6 +120,10 @@ pub struct Workspace {
     pub name: String,
     /// ms since the epoch.
     pub created_at: u64,
+    /// The tenant it belongs to.
+    pub tenant: String,
+    /// Its settings.
+    pub settings: WorkspaceSettings,
 }
 
 /// The meta group's whole state.
@@ -128,6 +145,8 @@ pub struct MetaState {
     pub api_keys: BTreeMap<String, ApiKeyRecord>,
     /// The id the next API key gets.
     pub next_key_seq: u64,
+    /// Users, invitations and the key and invitation indexes.
+    pub tenancy: Tenancy,
 }
 
 /// A control-plane change.
@@ -160,6 +179,9 @@ pub enum MetaCommand {
         scope: Scope,
         hash: String,
     },
+    // tenancy
+    /// Workspaces, keys, users and invitations.
+    Tenancy(TenancyCommand),
 }
 
 /// The result of a meta command.
@@ -173,6 +195,9 @@ pub enum MetaResponse {
     ApiKeyId(String),
     /// Refused, identically on every replica.
     Refused(CoreError),
+    // tenancy
+    /// Result of a [`MetaCommand::Tenancy`].
+    Tenancy(TenancyResponse),
 }
 
 impl MetaState {
@@ -216,9 +241,12 @@ impl MetaState {
                         id: workspace.clone(),
                         name: workspace.clone(),
                         created_at: at_ms,
+                        tenant: tenancy::DEFAULT_TENANT.to_string(),
+                        settings: WorkspaceSettings::default(),
                     },
                 );
-                self.insert_key("admin", workspace, Scope::Admin, admin_key_hash, at_ms);
+                let key = self.insert_key("admin", workspace, Scope::Admin, admin_key_hash, at_ms);
+                self.bootstrap_user(workspace, &key, at_ms);
                 MetaResponse::NodeId(1)
             }
             MetaCommand::AddNode { info } => {
@@ -302,8 +330,17 @@ impl MetaState {
                         "workspace {workspace:?} not found"
                     )));
                 }
+                if self.tenancy.key_index.contains_key(hash) {
+                    return MetaResponse::Refused(CoreError::conflict(
+                        "a key with this secret already exists",
+                    ));
+                }
                 MetaResponse::ApiKeyId(self.insert_key(name, workspace, *scope, hash, at_ms))
             }
+            MetaCommand::Tenancy(cmd) => match self.apply_tenancy(cmd, at_ms) {
+                Ok(r) => MetaResponse::Tenancy(r),
+                Err(e) => MetaResponse::Refused(e),
+            },
         }
     }
 
@@ -326,17 +363,23 @@ impl MetaState {
                 scope,
                 hash: hash.to_string(),
                 created_at: at_ms,
-                revoked: false,
+                revoked_at: None,
+                user: None,
+                prefix: String::new(),
+                rotated_at: None,
             },
         );
+        self.tenancy.key_index.insert(hash.to_string(), id.clone());
         id
     }
 
-    /// The live key whose secret hashes to `hash`.
+    /// The live key whose secret hashes to `hash` (an index lookup).
     pub fn key_by_hash(&self, hash: &str) -> Option<&ApiKeyRecord> {
-        self.api_keys
-            .values()
-            .find(|k| !k.revoked && k.hash == hash)
+        self.tenancy
+            .key_index
+            .get(hash)
+            .and_then(|id| self.api_keys.get(id))
+            .filter(|k| k.revoked_at.is_none())
     }
 
     /// Nodes that may receive replicas.
