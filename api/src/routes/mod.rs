@@ -2,9 +2,13 @@
 
 mod cluster;
 mod context;
+mod invitations;
 mod keys;
 mod tasks;
+mod tenancy;
 mod topics;
+mod users;
+mod workspaces;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
@@ -37,6 +41,9 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(readyz))
         .merge(context::routes())
         .merge(keys::routes())
+        .merge(workspaces::routes())
+        .merge(users::routes())
+        .merge(invitations::routes())
         .merge(cluster::routes())
 }
 
