@@ -167,9 +167,10 @@ impl Router {
                 Err(e) => {
                     self.hints.lock().expect("hints lock").remove(&group);
                     // A write that may have reached its leader is not sent again.
-                    if let (ForwardError::Unknown(m), false) =
-                        (&e, matches!(req, ClientRequest::Read(_) | ClientRequest::MetaReadIndex))
-                    {
+                    if let (ForwardError::Unknown(m), false) = (
+                        &e,
+                        matches!(req, ClientRequest::Read(_) | ClientRequest::MetaReadIndex),
+                    ) {
                         return Err(CoreError::unavailable(format!(
                             "outcome unknown: the node handling group {group} failed: {m}"
                         )));
@@ -227,7 +228,9 @@ impl Router {
         .await;
         match reached {
             Ok(true) => Ok(()),
-            Ok(false) => Err(CoreError::unavailable("the meta group stopped on this node")),
+            Ok(false) => Err(CoreError::unavailable(
+                "the meta group stopped on this node",
+            )),
             Err(_) => Err(CoreError::unavailable(format!(
                 "this node's meta replica did not reach index {index} in time; retry"
             ))),

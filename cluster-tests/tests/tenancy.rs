@@ -135,7 +135,9 @@ async fn keys_are_scoped_and_revoke_and_rotate_bite_on_every_node() -> Result<()
     expect(reader.request(Method::GET, &["v1", "api-keys"]), 403).await?;
     let writer = as_key(&cluster, 2, &full_secret)?;
     expect(put(&writer), 200).await.context("full key write")?;
-    expect(new_key(&writer), 403).await.context("full key creates keys")?;
+    expect(new_key(&writer), 403)
+        .await
+        .context("full key creates keys")?;
 
     // Bad input changes nothing.
     for body in [
@@ -169,7 +171,9 @@ async fn keys_are_scoped_and_revoke_and_rotate_bite_on_every_node() -> Result<()
         ensure!(!raw.contains(secret.as_str()), "a secret is listed");
     }
     ensure!(
-        listed.iter().all(|k| k.get("key").is_none() && k.get("hash").is_none()),
+        listed
+            .iter()
+            .all(|k| k.get("key").is_none() && k.get("hash").is_none()),
         "secret fields listed"
     );
     // No listed value looks like a SHA-256 (64 hex digits).
@@ -210,7 +214,10 @@ async fn keys_are_scoped_and_revoke_and_rotate_bite_on_every_node() -> Result<()
         200,
     )
     .await?;
-    ensure!(again["revoked_at"] == revoked["revoked_at"], "revoked twice");
+    ensure!(
+        again["revoked_at"] == revoked["revoked_at"],
+        "revoked twice"
+    );
     expect(
         admin.request(Method::POST, &["v1", "api-keys", &full_id, "rotate"]),
         409,
@@ -240,7 +247,10 @@ async fn keys_are_scoped_and_revoke_and_rotate_bite_on_every_node() -> Result<()
     .await?;
     let new_secret = text(&rotated, "key")?;
     ensure!(new_secret != admin2_secret, "rotation kept the secret");
-    ensure!(text(&rotated, "id")? == admin2_id, "rotation changed the id");
+    ensure!(
+        text(&rotated, "id")? == admin2_id,
+        "rotation changed the id"
+    );
     wait_key_status(&cluster, &admin2_secret, 401).await?;
     wait_key_status(&cluster, &new_secret, 200).await?;
     let me = expect(
@@ -283,9 +293,10 @@ async fn workspaces_are_isolated_and_settings_are_validated() -> Result<()> {
 
     // A second workspace with its own admin key.
     let created = expect(
-        cluster.api(1).request(Method::POST, &["v1", "workspaces"]).json(
-            &json!({ "name": "second", "settings": { "task_mode": "approval" } }),
-        ),
+        cluster
+            .api(1)
+            .request(Method::POST, &["v1", "workspaces"])
+            .json(&json!({ "name": "second", "settings": { "task_mode": "approval" } })),
         201,
     )
     .await?;
@@ -307,10 +318,14 @@ async fn workspaces_are_isolated_and_settings_are_validated() -> Result<()> {
     )
     .await
     .context("duplicate name")?;
-    for body in [json!({ "name": "" }), json!({ "name": "x", "settings": { "task_mode": "never" } })]
-    {
+    for body in [
+        json!({ "name": "" }),
+        json!({ "name": "x", "settings": { "task_mode": "never" } }),
+    ] {
         expect(
-            admin.request(Method::POST, &["v1", "workspaces"]).json(&body),
+            admin
+                .request(Method::POST, &["v1", "workspaces"])
+                .json(&body),
             400,
         )
         .await?;
@@ -348,7 +363,11 @@ async fn workspaces_are_isolated_and_settings_are_validated() -> Result<()> {
     ensure!(b_invs.is_empty(), "B sees A's invitations");
     wait_key_status(&cluster, &text(&a_read, "key")?, 200).await?;
     let a_reader = as_key(&cluster, 1, &text(&a_read, "key")?)?;
-    expect(a_reader.request(Method::GET, &["v1", "workspaces", &ws_b]), 404).await?;
+    expect(
+        a_reader.request(Method::GET, &["v1", "workspaces", &ws_b]),
+        404,
+    )
+    .await?;
     let seen = list_all(&a_reader, &["v1", "workspaces"], 10).await?;
     ensure!(ids(&seen) == vec![home.clone()], "read key sees {seen:?}");
     let tenant = list_all(cluster.api(2), &["v1", "workspaces"], 1).await?;
@@ -383,12 +402,17 @@ async fn workspaces_are_isolated_and_settings_are_validated() -> Result<()> {
     )
     .await?;
     let before = expect(
-        cluster.api(2).request(Method::GET, &["v1", "workspaces", &home]),
+        cluster
+            .api(2)
+            .request(Method::GET, &["v1", "workspaces", &home]),
         200,
     )
     .await?;
     ensure!(before["settings"]["task_mode"] == "auto", "{before}");
-    ensure!(before["settings"]["presence_timeout_secs"] == 30, "{before}");
+    ensure!(
+        before["settings"]["presence_timeout_secs"] == 30,
+        "{before}"
+    );
     let patched = expect(
         admin
             .request(Method::PATCH, &["v1", "workspaces", &home, "settings"])
@@ -400,7 +424,9 @@ async fn workspaces_are_isolated_and_settings_are_validated() -> Result<()> {
     for i in 1..3 {
         // The read barrier: visible at once through any node.
         let got = expect(
-            cluster.api(i).request(Method::GET, &["v1", "workspaces", &home]),
+            cluster
+                .api(i)
+                .request(Method::GET, &["v1", "workspaces", &home]),
             200,
         )
         .await?;
@@ -426,7 +452,9 @@ async fn invitations_are_read_by_token_and_accepted_once() -> Result<()> {
         json!({ "scope": "owner" }),
     ] {
         expect(
-            admin.request(Method::POST, &["v1", "invitations"]).json(&body),
+            admin
+                .request(Method::POST, &["v1", "invitations"])
+                .json(&body),
             400,
         )
         .await
@@ -477,7 +505,9 @@ async fn invitations_are_read_by_token_and_accepted_once() -> Result<()> {
     statuses.sort_unstable();
     ensure!(statuses == [201, 409], "race answered {a:?} and {b:?}");
     let won = if a.0 == 201 { a.1 } else { b.1 };
-    expect(accept(0, "carl"), 409).await.context("third accept")?;
+    expect(accept(0, "carl"), 409)
+        .await
+        .context("third accept")?;
     let user_id = text(&won["user"], "id")?;
     ensure!(won["user"]["email"] == "ann@example.com", "{won}");
     ensure!(won["api_key"]["scope"] == "full", "{won}");
@@ -516,9 +546,10 @@ async fn invitations_are_read_by_token_and_accepted_once() -> Result<()> {
     .await?;
     let revoked_token = text(&revoked, "token")?;
     let del = expect(
-        cluster
-            .api(1)
-            .request(Method::DELETE, &["v1", "invitations", &text(&revoked, "id")?]),
+        cluster.api(1).request(
+            Method::DELETE,
+            &["v1", "invitations", &text(&revoked, "id")?],
+        ),
         200,
     )
     .await?;
@@ -530,7 +561,10 @@ async fn invitations_are_read_by_token_and_accepted_once() -> Result<()> {
     .await?;
     expect(
         anonymous[2]
-            .request(Method::POST, &["v1", "invitations", &revoked_token, "accept"])
+            .request(
+                Method::POST,
+                &["v1", "invitations", &revoked_token, "accept"],
+            )
             .json(&json!({ "name": "eve" })),
         404,
     )

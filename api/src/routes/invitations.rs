@@ -209,9 +209,12 @@ async fn list(
         .values()
         .filter(|i| i.workspace == caller.workspace)
         .filter(|i| q.status.is_none_or(|s| i.status(now) == s));
-    Ok(Json(page(invitations, |i| &i.id, &paging, |i| {
-        InvitationView::new(i, now)
-    })?))
+    Ok(Json(page(
+        invitations,
+        |i| &i.id,
+        &paging,
+        |i| InvitationView::new(i, now),
+    )?))
 }
 
 /// The workspace an invitation admits to, as its invitee sees it.

@@ -58,10 +58,9 @@ async fn create(
         user: caller.user.clone(),
     };
     match execute(&state, cmd).await? {
-        TenancyResponse::Key(k) => Ok((
-            StatusCode::CREATED,
-            Json(ApiKeyWithSecret::new(&k, secret)),
-        )),
+        TenancyResponse::Key(k) => {
+            Ok((StatusCode::CREATED, Json(ApiKeyWithSecret::new(&k, secret))))
+        }
         other => Err(ApiError::internal(format!("unexpected response {other:?}"))),
     }
 }

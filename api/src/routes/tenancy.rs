@@ -16,7 +16,7 @@ use crate::validate;
 /// Runs a tenancy command on the meta leader; a refusal is its error.
 pub(super) async fn execute(state: &AppState, cmd: TenancyCommand) -> ApiResult<TenancyResponse> {
     match state.router.execute_meta(MetaCommand::Tenancy(cmd)).await? {
-        MetaResponse::Tenancy(r) => Ok(r),
+        MetaResponse::Tenancy(r) => Ok(*r),
         other => Err(ApiError::internal(format!("unexpected response {other:?}"))),
     }
 }
@@ -41,7 +41,7 @@ pub(super) fn page<'a, R: 'a, V>(
         selected,
         limit,
         |r| id(r).to_string(),
-        |r| view(r),
+        view,
     ))
 }
 

@@ -87,11 +87,7 @@ async fn list(
         .get(&caller.workspace)
         .map(|w| w.tenant.clone())
         .ok_or_else(|| ApiError::not_found("the key's workspace no longer exists"))?;
-    let users = meta
-        .tenancy
-        .users
-        .values()
-        .filter(|u| u.tenant == tenant);
+    let users = meta.tenancy.users.values().filter(|u| u.tenant == tenant);
     Ok(Json(page(users, |u| &u.id, &q, UserView::from)?))
 }
 

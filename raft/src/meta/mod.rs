@@ -197,7 +197,7 @@ pub enum MetaResponse {
     Refused(CoreError),
     // tenancy
     /// Result of a [`MetaCommand::Tenancy`].
-    Tenancy(TenancyResponse),
+    Tenancy(Box<TenancyResponse>),
 }
 
 impl MetaState {
@@ -338,7 +338,7 @@ impl MetaState {
                 MetaResponse::ApiKeyId(self.insert_key(name, workspace, *scope, hash, at_ms))
             }
             MetaCommand::Tenancy(cmd) => match self.apply_tenancy(cmd, at_ms) {
-                Ok(r) => MetaResponse::Tenancy(r),
+                Ok(r) => MetaResponse::Tenancy(Box::new(r)),
                 Err(e) => MetaResponse::Refused(e),
             },
         }

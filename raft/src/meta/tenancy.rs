@@ -265,7 +265,9 @@ pub enum TenancyCommand {
     DeleteUser { ws: String, user: String },
 }
 
-/// The result of a [`TenancyCommand`], carried by [`super::MetaResponse::Tenancy`].
+/// The result of a [`TenancyCommand`], carried by [`super::MetaResponse::Tenancy`] (boxed
+/// there; one lives per request, so the variants' size difference costs nothing).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TenancyResponse {
     /// The workspace as now stored, with the admin key created with it.
@@ -404,9 +406,7 @@ impl MetaState {
                     .tenancy
                     .invitations
                     .values()
-                    .filter(|i| {
-                        &i.workspace == ws && i.status(at_ms) == InvitationStatus::Pending
-                    })
+                    .filter(|i| &i.workspace == ws && i.status(at_ms) == InvitationStatus::Pending)
                     .count();
                 if pending >= MAX_PENDING_INVITATIONS {
                     return Err(CoreError::conflict(format!(
@@ -745,7 +745,7 @@ mod tests {
 
     fn run(m: &mut MetaState, cmd: TenancyCommand, at: u64) -> Outcome {
         match m.apply(&MetaCommand::Tenancy(cmd), at) {
-            MetaResponse::Tenancy(r) => Ok(r),
+            MetaResponse::Tenancy(r) => Ok(*r),
             MetaResponse::Refused(e) => Err(e),
             other => panic!("unexpected {other:?}"),
         }
@@ -775,7 +775,10 @@ mod tests {
         let m = boot();
         let k = m.key_by_hash("h_admin").expect("admin key");
         assert_eq!(k.user.as_deref(), Some(BOOTSTRAP_USER));
-        assert_eq!(m.tenancy.users[BOOTSTRAP_USER].workspaces["default"], Scope::Admin);
+        assert_eq!(
+            m.tenancy.users[BOOTSTRAP_USER].workspaces["default"],
+            Scope::Admin
+        );
         assert_eq!(m.workspaces["default"].tenant, DEFAULT_TENANT);
     }
 
@@ -794,7 +797,10 @@ mod tests {
         };
         assert_eq!(r.rotated_at, Some(10));
         assert!(m.key_by_hash("h1").is_none(), "old secret dead at once");
-        assert_eq!(m.key_by_hash("h2").map(|k| k.id.clone()), Some(k.id.clone()));
+        assert_eq!(
+            m.key_by_hash("h2").map(|k| k.id.clone()),
+            Some(k.id.clone())
+        );
         let revoke = TenancyCommand::RevokeKey {
             ws: "default".into(),
             id: k.id.clone(),
@@ -813,7 +819,10 @@ mod tests {
             hash: "h3".into(),
             prefix: "p3".into(),
         };
-        assert_eq!(code(run(&mut m, rotate, 13)), crate::error::ErrorCode::Conflict);
+        assert_eq!(
+            code(run(&mut m, rotate, 13)),
+            crate::error::ErrorCode::Conflict
+        );
         assert!(m.key_by_hash("h3").is_none());
     }
 
@@ -910,7 +919,10 @@ mod tests {
             admin_key_prefix: "pc".into(),
             user: None,
         };
-        assert_eq!(code(run(&mut m, again, 24)), crate::error::ErrorCode::Conflict);
+        assert_eq!(
+            code(run(&mut m, again, 24)),
+            crate::error::ErrorCode::Conflict
+        );
         assert!(m.key_by_hash("h_c").is_none());
     }
 
@@ -944,8 +956,8 @@ mod tests {
         let mut m = boot();
         let inv = invite(&mut m, "t1", 1000);
         assert_eq!(inv.id, "inv_1");
-        let TenancyResponse::Accepted { user, key, .. } = run(&mut m, accept("t1", "hk"), 500)
-            .unwrap()
+        let TenancyResponse::Accepted { user, key, .. } =
+            run(&mut m, accept("t1", "hk"), 500).unwrap()
         else {
             panic!()
         };
@@ -966,7 +978,10 @@ mod tests {
             ws: "default".into(),
             id: inv.id,
         };
-        assert_eq!(code(run(&mut m, revoke, 700)), crate::error::ErrorCode::Conflict);
+        assert_eq!(
+            code(run(&mut m, revoke, 700)),
+            crate::error::ErrorCode::Conflict
+        );
 
         // Expiry is decided by the leader's time in the entry.
         invite(&mut m, "t2", 1000);
@@ -1035,8 +1050,14 @@ mod tests {
                 ..Default::default()
             },
         };
-        assert_eq!(code(run(&mut m, bad, 2)), crate::error::ErrorCode::BadRequest);
-        assert_eq!(m.workspaces["default"].settings, WorkspaceSettings::default());
+        assert_eq!(
+            code(run(&mut m, bad, 2)),
+            crate::error::ErrorCode::BadRequest
+        );
+        assert_eq!(
+            m.workspaces["default"].settings,
+            WorkspaceSettings::default()
+        );
         let good = TenancyCommand::UpdateWorkspace {
             ws: "default".into(),
             patch: SettingsPatch {
