@@ -154,20 +154,37 @@ async fn keys_are_scoped_and_revoke_and_rotate_bite_on_every_node() -> Result<()
         .with_context(|| format!("body {body}"))?;
     }
 
-    // The list, read through another node, pages by cursor and never shows secrets or hashes.
-    let listed = list_all(cluster.api(2), &["v1", "api-keys"], 2).await?;
+    // The list, read through another node, pages by cursor in creation order and never shows
+    // secrets or hashes. Enough keys for two-digit ids.
+    let mut bulk = Vec::new();
+    for n in 0..7 {
+        let key = create_key(cluster.api(n % 3), &format!("bulk-{n}"), "read").await?;
+        bulk.push(text(&key, "key")?);
+    }
+    let listed = list_all(cluster.api(2), &["v1", "api-keys"], 3).await?;
     let listed_ids = ids(&listed);
     let unique: BTreeSet<_> = listed_ids.iter().collect();
     ensure!(unique.len() == listed_ids.len(), "a key listed twice");
     ensure!(
-        listed_ids.len() == 4,
-        "expected bootstrap + 3 keys: {listed_ids:?}"
+        listed_ids.len() == 11,
+        "expected bootstrap + 10 keys: {listed_ids:?}"
+    );
+    let numbers: Vec<u64> = listed_ids
+        .iter()
+        .filter_map(|id| id.strip_prefix("key_")?.parse().ok())
+        .collect();
+    ensure!(
+        numbers == (1..=11).collect::<Vec<u64>>(),
+        "not in creation order: {listed_ids:?}"
     );
     for k in [&read, &full, &admin2] {
         ensure!(listed_ids.contains(&text(k, "id")?), "{k} not listed");
     }
     let raw = serde_json::to_string(&listed)?;
-    for secret in [&read_secret, &full_secret, &admin2_secret] {
+    for secret in [&read_secret, &full_secret, &admin2_secret]
+        .into_iter()
+        .chain(&bulk)
+    {
         ensure!(!raw.contains(secret.as_str()), "a secret is listed");
     }
     ensure!(
@@ -372,7 +389,7 @@ async fn workspaces_are_isolated_and_settings_are_validated() -> Result<()> {
     ensure!(ids(&seen) == vec![home.clone()], "read key sees {seen:?}");
     let tenant = list_all(cluster.api(2), &["v1", "workspaces"], 1).await?;
     ensure!(
-        ids(&tenant) == vec![home.clone(), ws_b.clone()],
+        ids(&tenant) == vec![ws_b.clone(), home.clone()],
         "admin sees {tenant:?}"
     );
 

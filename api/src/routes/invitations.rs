@@ -187,9 +187,9 @@ pub(super) struct ListInvitationsQuery {
     cursor: Option<String>,
 }
 
-/// Lists the workspace's invitations in id order, without tokens (admin keys only).
+/// Lists the workspace's invitations in creation order, without tokens (admin keys only).
 #[utoipa::path(get, path = "/v1/invitations", tag = TAG, params(ListInvitationsQuery),
-    responses((status = 200, description = "A page of invitations in id order", body = Page<InvitationView>)))]
+    responses((status = 200, description = "A page of invitations in creation order", body = Page<InvitationView>)))]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,

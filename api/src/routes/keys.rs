@@ -78,9 +78,9 @@ pub(super) struct ListApiKeysQuery {
     cursor: Option<String>,
 }
 
-/// Lists the workspace's API keys in id order; never a secret or a hash (admin keys only).
+/// Lists the workspace's API keys in creation order; never a secret or a hash (admin keys only).
 #[utoipa::path(get, path = "/v1/api-keys", tag = TAG, params(ListApiKeysQuery),
-    responses((status = 200, description = "A page of keys in id order", body = Page<ApiKeyView>)))]
+    responses((status = 200, description = "A page of keys in creation order", body = Page<ApiKeyView>)))]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,

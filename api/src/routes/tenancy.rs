@@ -21,7 +21,15 @@ pub(super) async fn execute(state: &AppState, cmd: TenancyCommand) -> ApiResult<
     }
 }
 
-/// One page of meta records in id order: those with an id after the cursor, at most `limit`.
+/// The order of meta lists: ids by length, then text. Ids a list holds share their prefix
+/// (`key_`, `usr_`, `inv_`, `ws_`) and end in a growing number, so this is creation order
+/// (`key_9` before `key_10`), and the cursor (the last id) stays a plain id.
+fn id_order(id: &str) -> (usize, &str) {
+    (id.len(), id)
+}
+
+/// One page of meta records in creation order (see [`id_order`]): those after the cursor, at
+/// most `limit`.
 pub(super) fn page<'a, R: 'a, V>(
     records: impl Iterator<Item = &'a R>,
     id: impl Fn(&R) -> &str,
@@ -32,17 +40,13 @@ pub(super) fn page<'a, R: 'a, V>(
     if let Some(c) = &q.cursor {
         validate::key("cursor", c)?;
     }
+    let after = q.cursor.as_deref().map(id_order);
     let mut selected: Vec<&R> = records
-        .filter(|r| q.cursor.as_deref().is_none_or(|c| id(r) > c))
+        .filter(|r| after.is_none_or(|c| id_order(id(r)) > c))
         .collect();
-    selected.sort_by(|a, b| id(a).cmp(id(b)));
+    selected.sort_by(|a, b| id_order(id(a)).cmp(&id_order(id(b))));
     selected.truncate(limit + 1);
-    Ok(Page::merged(
-        selected,
-        limit,
-        |r| id(r).to_string(),
-        view,
-    ))
+    Ok(Page::merged(selected, limit, |r| id(r).to_string(), view))
 }
 
 /// The node's clock, ms since the Unix epoch (for statuses that depend on time in reads, and

@@ -71,9 +71,9 @@ impl From<&User> for UserView {
     }
 }
 
-/// Lists the users of the caller's tenant in id order (admin keys only).
+/// Lists the users of the caller's tenant in creation order (admin keys only).
 #[utoipa::path(get, path = "/v1/users", tag = TAG, params(PageQuery),
-    responses((status = 200, description = "A page of users in id order", body = Page<UserView>)))]
+    responses((status = 200, description = "A page of users in creation order", body = Page<UserView>)))]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,

@@ -159,10 +159,10 @@ fn visible(meta: &MetaState, caller: &Caller, w: &Workspace) -> bool {
             .is_some_and(|own| own.tenant == w.tenant)
 }
 
-/// Lists the workspaces the key can see, in id order: its tenant's for admin keys, its own
+/// Lists the workspaces the key can see, in creation order: its tenant's for admin keys, its own
 /// otherwise.
 #[utoipa::path(get, path = "/v1/workspaces", tag = TAG, params(PageQuery),
-    responses((status = 200, description = "A page of workspaces in id order", body = Page<WorkspaceView>)))]
+    responses((status = 200, description = "A page of workspaces in creation order", body = Page<WorkspaceView>)))]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
