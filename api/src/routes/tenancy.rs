@@ -135,3 +135,38 @@ impl ApiKeyWithSecret {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(p: &Page<String>) -> Vec<&str> {
+        p.items.iter().map(String::as_str).collect()
+    }
+
+    /// Pages follow creation order and a cursor never skips or repeats an id.
+    #[test]
+    fn pages_follow_creation_order() {
+        let records: Vec<String> = (1..=12).map(|n| format!("key_{n}")).collect();
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let q = PageQuery {
+                limit: Some(5),
+                cursor: cursor.clone(),
+            };
+            let p = page(records.iter().rev(), |r| r.as_str(), &q, |r| r.clone()).unwrap();
+            seen.extend(ids(&p).into_iter().map(str::to_string));
+            match p.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(seen, records);
+        let bad = PageQuery {
+            limit: Some(0),
+            cursor: None,
+        };
+        assert!(page(records.iter(), |r| r.as_str(), &bad, |r| r.clone()).is_err());
+    }
+}

@@ -1,5 +1,5 @@
-//! The meta group's state: nodes, the shard map, workspaces and API keys, and its
-//! deterministic apply.
+//! The meta group's state: nodes, the shard map, workspaces and API keys (users and
+//! invitations in [`tenancy`]), and its deterministic apply.
 //!
 //! Every node holds a replica (voter on up to three nodes, learner elsewhere), so auth and
 //! placement are read locally. A shard's `replicas` is the placement controller's intent; the
