@@ -106,7 +106,7 @@ fn ids(items: &[Value]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_are_scoped_and_revoke_and_rotate_bite_on_every_node() -> Result<()> {
-    let cluster = Cluster::builder().nodes(3).start().await?;
+    let mut cluster = Cluster::builder().nodes(3).start().await?;
     let admin = cluster.api(0);
 
     // Keys of each scope, created through different nodes.
@@ -299,6 +299,25 @@ async fn keys_are_scoped_and_revoke_and_rotate_bite_on_every_node() -> Result<()
         "{refused}"
     );
     wait_key_status(&cluster, &new_secret, 200).await?;
+
+    // A restarted node still knows which secrets are dead: the key index is stored with the
+    // meta state it was applied with.
+    cluster.stop(1).await?;
+    cluster.restart(1).await?;
+    for (secret, status) in [
+        (&full_secret, 401),
+        (&admin2_secret, 401),
+        (&new_secret, 200),
+        (&read_secret, 200),
+    ] {
+        let client = as_key(&cluster, 1, secret)?;
+        expect(
+            client.request(Method::GET, &["v1", "session", "me"]),
+            status,
+        )
+        .await
+        .context("after a restart")?;
+    }
     Ok(())
 }
 
