@@ -15,6 +15,9 @@ pub enum ClientRequest {
     Read(ShardQuery),
     /// A write to the meta group.
     Meta(MetaCommand),
+    /// Asks the meta leader for a linearizable read index: the log index a replica must have
+    /// applied to reflect everything committed before the request.
+    MetaReadIndex,
 }
 
 /// The outcome of a [`ClientRequest`].
@@ -26,6 +29,8 @@ pub enum ClientResponse {
     Read(ShardReadResult),
     /// Result of a meta write.
     Meta(MetaResponse),
+    /// The meta leader's read index.
+    ReadIndex(u64),
 }
 
 /// What a node answers when asked to run a request as leader.

@@ -168,9 +168,10 @@ impl Router {
                 Err(e) => {
                     self.hints.lock().expect("hints lock").remove(&group);
                     // A write that may have reached its leader is not sent again.
-                    if let (ForwardError::Unknown(m), false) =
-                        (&e, matches!(req, ClientRequest::Read(_)))
-                    {
+                    if let (ForwardError::Unknown(m), false) = (
+                        &e,
+                        matches!(req, ClientRequest::Read(_) | ClientRequest::MetaReadIndex),
+                    ) {
                         return Err(CoreError::unavailable(format!(
                             "outcome unknown: the node handling group {group} failed: {m}"
                         )));
@@ -197,6 +198,42 @@ impl Router {
             ClientResponse::Meta(resp) => Ok(resp),
             other => Err(CoreError::internal(format!(
                 "unexpected meta response {other:?}"
+            ))),
+        }
+    }
+
+    /// Waits until this node's meta replica reflects every meta write committed before the
+    /// call: asks the meta leader (wherever it is) for a linearizable read index, then waits,
+    /// at most `timeout`, for the local replica to apply up to it. Reads of the local meta
+    /// state after this see the writes any node acknowledged before.
+    pub async fn meta_barrier(&self, timeout: Duration) -> Result<(), CoreError> {
+        let index = match self
+            .execute(META_GROUP, ClientRequest::MetaReadIndex)
+            .await?
+        {
+            ClientResponse::ReadIndex(i) => i,
+            other => {
+                return Err(CoreError::internal(format!(
+                    "unexpected read index response {other:?}"
+                )))
+            }
+        };
+        let watch = self
+            .groups
+            .applied_watch(META_GROUP)
+            .ok_or_else(|| CoreError::unavailable("this node does not host the meta group yet"))?;
+        let mut rx = watch.subscribe();
+        let reached = tokio::time::timeout(timeout, async {
+            rx.wait_for(|applied| *applied >= index).await.is_ok()
+        })
+        .await;
+        match reached {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(CoreError::unavailable(
+                "the meta group stopped on this node",
+            )),
+            Err(_) => Err(CoreError::unavailable(format!(
+                "this node's meta replica did not reach index {index} in time; retry"
             ))),
         }
     }
@@ -289,6 +326,22 @@ impl Router {
                         ),
                     }),
             ),
+            ClientRequest::MetaReadIndex => {
+                if group != META_GROUP {
+                    return ForwardResult::Done(Err(CoreError::internal(
+                        "a meta read index was asked of a data shard",
+                    )));
+                }
+                match raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+                    Ok(read) => ForwardResult::Done(Ok(ClientResponse::ReadIndex(read.index()))),
+                    Err(e) => {
+                        let hint = e.forward_to_leader().and_then(|f| f.leader_id);
+                        ForwardResult::NotLeader {
+                            hint: hint.filter(|h| *h != me),
+                        }
+                    }
+                }
+            }
             ClientRequest::Read(q) => {
                 if let Err(e) = raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
                     let hint = e.forward_to_leader().and_then(|f| f.leader_id);

@@ -19,6 +19,8 @@ pub struct Caller {
     pub workspace: String,
     /// What the key may do.
     pub scope: Scope,
+    /// The user the key belongs to, if any.
+    pub user: Option<String>,
 }
 
 impl Caller {
@@ -45,9 +47,20 @@ pub fn hash_secret(secret: &str) -> String {
 
 /// A new random API key secret.
 pub fn new_secret() -> String {
+    random_token("ck_")
+}
+
+/// `prefix` then 48 random hex digits.
+pub fn random_token(prefix: &str) -> String {
     let mut bytes = [0u8; 24];
     rand::rng().fill_bytes(&mut bytes);
-    format!("ck_{}", hex::encode(bytes))
+    format!("{prefix}{}", hex::encode(bytes))
+}
+
+/// The shown part of a secret: its first 10 characters (`ck_` and 7 hex digits), enough to
+/// tell keys apart and far too little to guess the rest.
+pub fn secret_prefix(secret: &str) -> String {
+    secret.chars().take(10).collect()
 }
 
 /// A new random id for an entity created at the edge: `<prefix>_<16 hex digits>`.
@@ -77,6 +90,7 @@ impl FromRequestParts<AppState> for Caller {
             key_id: key.id.clone(),
             workspace: key.workspace.clone(),
             scope: key.scope,
+            user: key.user.clone(),
         })
     }
 }

@@ -2,8 +2,15 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use conclave_actors::Router;
 use conclave_raft::{Groups, META_GROUP};
+
+use crate::error::ApiResult;
+
+/// How long a handler waits for its node's meta replica to catch up with the meta leader.
+pub const META_BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Shared handler state.
 #[derive(Clone)]
@@ -20,6 +27,13 @@ impl AppState {
     /// The node's groups.
     pub fn groups(&self) -> &Groups {
         self.router.groups()
+    }
+
+    /// Makes this node's meta reads reflect every meta write committed before the call
+    /// (a read index from the meta leader, then a bounded wait for the local replica); 503 if
+    /// the replica cannot catch up in time. Handlers of meta lists and gets call it first.
+    pub async fn meta_barrier(&self) -> ApiResult<()> {
+        Ok(self.router.meta_barrier(META_BARRIER_TIMEOUT).await?)
     }
 
     /// Whether this node knows the shard map and a meta leader, so it can route.

@@ -4,9 +4,13 @@ mod artifacts;
 mod cluster;
 mod context;
 mod embeddings;
+mod invitations;
 mod keys;
 mod tasks;
+mod tenancy;
 mod topics;
+mod users;
+mod workspaces;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
@@ -43,6 +47,9 @@ fn documented(max_artifact_bytes: usize) -> OpenApiRouter<AppState> {
         .merge(embeddings::routes())
         .merge(artifacts::routes(max_artifact_bytes))
         .merge(keys::routes())
+        .merge(workspaces::routes())
+        .merge(users::routes())
+        .merge(invitations::routes())
         .merge(cluster::routes())
         .merge(tasks::routes())
         .merge(topics::routes())

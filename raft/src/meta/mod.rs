@@ -1,5 +1,5 @@
-//! The meta group's state: nodes, the shard map, workspaces and API keys, and its
-//! deterministic apply.
+//! The meta group's state: nodes, the shard map, workspaces and API keys (users and
+//! invitations in [`tenancy`]), and its deterministic apply.
 //!
 //! Every node holds a replica (voter on up to three nodes, learner elsewhere), so auth and
 //! placement are read locally. A shard's `replicas` is the placement controller's intent; the
@@ -16,6 +16,12 @@ use crate::types::{GroupId, NodeId, NodeInfo};
 pub mod topic_acl;
 
 use topic_acl::{TopicAccess, TopicAccessMode, TopicAclEntry, TopicAcls, TopicPermission};
+pub mod tenancy;
+
+pub use tenancy::{
+    Invitation, InvitationStatus, SettingsPatch, Tenancy, TenancyCommand, TenancyResponse, User,
+    WorkspaceSettings,
+};
 
 /// Lifecycle of a node in the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,8 +104,14 @@ pub struct ApiKeyRecord {
     pub hash: String,
     /// ms since the epoch.
     pub created_at: u64,
-    /// Revoked keys authenticate nothing.
-    pub revoked: bool,
+    /// When it was revoked; revoked keys authenticate nothing.
+    pub revoked_at: Option<u64>,
+    /// The user it belongs to, if any.
+    pub user: Option<String>,
+    /// The first characters of its secret, to tell keys apart (never enough to use it).
+    pub prefix: String,
+    /// When its secret was last replaced.
+    pub rotated_at: Option<u64>,
 }
 
 /// A workspace.
@@ -111,6 +123,10 @@ pub struct Workspace {
     pub name: String,
     /// ms since the epoch.
     pub created_at: u64,
+    /// The tenant it belongs to.
+    pub tenant: String,
+    /// Its settings.
+    pub settings: WorkspaceSettings,
 }
 
 /// The meta group's whole state.
@@ -139,6 +155,8 @@ pub struct MetaState {
     // topics
     /// Access modes and ACL entries of topics.
     pub topic_acls: TopicAcls,
+    /// Users, invitations and the key and invitation indexes.
+    pub tenancy: Tenancy,
 }
 
 /// A control-plane change.
@@ -196,6 +214,9 @@ pub enum MetaCommand {
     },
     /// Forgets a deleted topic's access record.
     DropTopicAccess { ws: String, topic: String },
+    // tenancy
+    /// Workspaces, keys, users and invitations.
+    Tenancy(TenancyCommand),
 }
 
 /// The result of a meta command.
@@ -214,6 +235,9 @@ pub enum MetaResponse {
     TopicAccess(TopicAccess),
     /// An ACL entry and whether it was created (rather than merged).
     TopicAclEntry { entry: TopicAclEntry, created: bool },
+    // tenancy
+    /// Result of a [`MetaCommand::Tenancy`].
+    Tenancy(Box<TenancyResponse>),
 }
 
 impl MetaState {
@@ -257,9 +281,12 @@ impl MetaState {
                         id: workspace.clone(),
                         name: workspace.clone(),
                         created_at: at_ms,
+                        tenant: tenancy::DEFAULT_TENANT.to_string(),
+                        settings: WorkspaceSettings::default(),
                     },
                 );
-                self.insert_key("admin", workspace, Scope::Admin, admin_key_hash, at_ms);
+                let key = self.insert_key("admin", workspace, Scope::Admin, admin_key_hash, at_ms);
+                self.bootstrap_user(workspace, &key, at_ms);
                 MetaResponse::NodeId(1)
             }
             MetaCommand::AddNode { info } => {
@@ -343,6 +370,11 @@ impl MetaState {
                         "workspace {workspace:?} not found"
                     )));
                 }
+                if self.tenancy.key_index.contains_key(hash) {
+                    return MetaResponse::Refused(CoreError::conflict(
+                        "a key with this secret already exists",
+                    ));
+                }
                 MetaResponse::ApiKeyId(self.insert_key(name, workspace, *scope, hash, at_ms))
             }
             MetaCommand::SetEmbeddingDim {
@@ -393,6 +425,10 @@ impl MetaState {
                 self.topic_acls.drop_topic(ws, topic);
                 MetaResponse::Ok
             }
+            MetaCommand::Tenancy(cmd) => match self.apply_tenancy(cmd, at_ms) {
+                Ok(r) => MetaResponse::Tenancy(Box::new(r)),
+                Err(e) => MetaResponse::Refused(e),
+            },
         }
     }
 
@@ -423,17 +459,23 @@ impl MetaState {
                 scope,
                 hash: hash.to_string(),
                 created_at: at_ms,
-                revoked: false,
+                revoked_at: None,
+                user: None,
+                prefix: String::new(),
+                rotated_at: None,
             },
         );
+        self.tenancy.key_index.insert(hash.to_string(), id.clone());
         id
     }
 
-    /// The live key whose secret hashes to `hash`.
+    /// The live key whose secret hashes to `hash` (an index lookup).
     pub fn key_by_hash(&self, hash: &str) -> Option<&ApiKeyRecord> {
-        self.api_keys
-            .values()
-            .find(|k| !k.revoked && k.hash == hash)
+        self.tenancy
+            .key_index
+            .get(hash)
+            .and_then(|id| self.api_keys.get(id))
+            .filter(|k| k.revoked_at.is_none())
     }
 
     /// Nodes that may receive replicas.
