@@ -73,6 +73,11 @@ impl<'a, R: KvRead + ?Sized> Txn<'a, R> {
         self.writes.insert(key, None);
     }
 
+    /// The store under this transaction, without its buffered writes.
+    pub fn base(&self) -> &'a R {
+        self.base
+    }
+
     /// The buffered writes, in key order.
     pub fn into_writes(self) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
         self.writes

@@ -7,6 +7,13 @@
 
 use serde::{Deserialize, Serialize};
 
+mod agents;
+
+pub use agents::{
+    message_id, shard_of_message_id, Agent, AgentEvent, AgentEventKind, AgentStatus, Idempotency,
+    InboxItem, Message, NewMessage, Priority, IDEMPOTENCY_WINDOW_MS,
+};
+
 use crate::codec::{decode_io, encode};
 use crate::error::CoreError;
 use crate::kv::{KvRead, Txn};
@@ -53,6 +60,40 @@ pub enum ShardCommand {
         agent: String,
         lease_secs: u64,
     },
+    // agents
+    /// Register an agent, or update the description, capabilities and metadata of one.
+    AgentRegister {
+        ws: String,
+        name: String,
+        description: String,
+        capabilities: Vec<String>,
+        /// JSON object text.
+        metadata: String,
+    },
+    /// A presence transition (no change when the agent is already in that state).
+    AgentPresence {
+        ws: String,
+        name: String,
+        online: bool,
+    },
+    /// Remove an agent and its inbox.
+    AgentDelete { ws: String, name: String },
+    /// Create a message (deduplicated by its idempotency key) and append it to the inboxes of
+    /// `deliver_here` (the recipients living on this shard).
+    MessageCreate {
+        ws: String,
+        message: NewMessage,
+        idempotency: Option<Idempotency>,
+        /// Every recipient, on any shard.
+        recipients: Vec<String>,
+        deliver_here: Vec<String>,
+    },
+    /// Append a message created on another shard to inboxes of this one (idempotent by id).
+    InboxDeliver {
+        ws: String,
+        message: Message,
+        agents: Vec<String>,
+    },
 }
 
 /// The entity a command or query addresses, which decides its shard.
@@ -67,6 +108,12 @@ impl ShardCommand {
             ShardCommand::TopicPublish { ws, topic, .. } => (ws, "topic", topic),
             ShardCommand::TaskCreate { ws, queue, .. } => (ws, "queue", queue),
             ShardCommand::TaskClaim { ws, id, .. } => (ws, "task", id),
+            // agents
+            ShardCommand::AgentRegister { ws, name, .. }
+            | ShardCommand::AgentPresence { ws, name, .. }
+            | ShardCommand::AgentDelete { ws, name } => (ws, "agent", name),
+            ShardCommand::MessageCreate { ws, .. } => (ws, "messages", ""),
+            ShardCommand::InboxDeliver { ws, .. } => (ws, "inbox", ""),
         }
     }
 }
@@ -176,6 +223,21 @@ pub enum ShardResponse {
     Task(Task),
     /// The command was refused, identically on every replica.
     Refused(CoreError),
+    // agents
+    /// An agent after a registration or a presence command.
+    Agent { agent: Agent, created: bool },
+    /// A message after its creation, or the original one when the send was a retry.
+    Message {
+        message: Message,
+        /// Every recipient.
+        recipients: Vec<String>,
+        /// `(agent, inbox seq)` of the deliveries made on this shard.
+        delivered: Vec<(String, u64)>,
+        /// Whether this replays an earlier send with the same idempotency key.
+        replay: bool,
+    },
+    /// `(agent, inbox seq)` of the deliveries made (unknown agents are skipped).
+    Delivered(Vec<(String, u64)>),
 }
 
 /// A read against one shard.
@@ -200,6 +262,36 @@ pub enum ShardQuery {
     },
     /// One task.
     TaskGet { ws: String, id: String },
+    // agents
+    /// One agent.
+    AgentGet { ws: String, name: String },
+    /// Agents with names after `after`, in name order, optionally only those with `status`.
+    AgentList {
+        ws: String,
+        status: Option<AgentStatus>,
+        after: Option<String>,
+        limit: usize,
+    },
+    /// `(workspace, name)` of agents stored online, of every workspace, after `after`.
+    AgentsOnline {
+        after: Option<(String, String)>,
+        limit: usize,
+    },
+    /// One message by id.
+    MessageGet { ws: String, id: String },
+    /// An agent's inbox items with `seq > since`, ascending.
+    InboxRead {
+        ws: String,
+        agent: String,
+        since: u64,
+        limit: usize,
+    },
+    /// Agent events with `seq > since`, ascending.
+    AgentEvents {
+        ws: String,
+        since: u64,
+        limit: usize,
+    },
 }
 
 /// The result of a [`ShardQuery`].
@@ -215,6 +307,19 @@ pub enum ShardReadResult {
     Messages(Vec<TopicMessage>),
     /// One task.
     Task(Task),
+    // agents
+    /// One agent.
+    Agent(Agent),
+    /// A page of agents.
+    AgentPage(Vec<Agent>),
+    /// `(workspace, name)` of online agents.
+    OnlineAgents(Vec<(String, String)>),
+    /// One message.
+    Message(Message),
+    /// A page of an inbox, and the inbox's newest seq.
+    Inbox { items: Vec<InboxItem>, last_seq: u64 },
+    /// A page of agent events.
+    AgentEvents(Vec<AgentEvent>),
 }
 
 /// Key layout inside a shard's range. Workspace and names never contain `\0` (validated at the
@@ -425,6 +530,15 @@ pub fn apply<R: KvRead + ?Sized>(
                 _ => ShardResponse::Refused(CoreError::not_found(format!("task {id} not found"))),
             }
         }
+        // agents
+        ShardCommand::AgentRegister { .. }
+        | ShardCommand::AgentPresence { .. }
+        | ShardCommand::AgentDelete { .. }
+        | ShardCommand::MessageCreate { .. }
+        | ShardCommand::InboxDeliver { .. } => {
+            let base = txn.base();
+            agents::apply(txn, base, shard, cmd, at_ms)?
+        }
     })
 }
 
@@ -487,6 +601,13 @@ pub fn query<R: KvRead + ?Sized>(kv: &R, q: &ShardQuery) -> Result<ShardReadResu
             }
             None => Err(CoreError::not_found(format!("task {id} not found"))),
         },
+        // agents
+        ShardQuery::AgentGet { .. }
+        | ShardQuery::AgentList { .. }
+        | ShardQuery::AgentsOnline { .. }
+        | ShardQuery::MessageGet { .. }
+        | ShardQuery::InboxRead { .. }
+        | ShardQuery::AgentEvents { .. } => agents::query(kv, q),
     }
 }
 
