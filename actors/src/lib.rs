@@ -9,6 +9,7 @@ pub mod entity;
 pub mod entity_actor;
 pub mod forwarder;
 pub mod placement;
+pub mod presence;
 pub mod reconciler;
 pub mod request;
 pub mod router;

@@ -1,6 +1,7 @@
 //! What the router carries between nodes: a client's request for one group and its outcome.
 
 use conclave_raft::error::CoreError;
+use conclave_raft::shard::Agent;
 use conclave_raft::{
     MetaCommand, MetaResponse, NodeId, ShardCommand, ShardQuery, ShardReadResult, ShardResponse,
 };
@@ -15,6 +16,10 @@ pub enum ClientRequest {
     Read(ShardQuery),
     /// A write to the meta group.
     Meta(MetaCommand),
+    // agents
+    /// A presence heartbeat, served from the agent's presence actor on the shard leader with
+    /// no Raft write unless the agent was offline.
+    Heartbeat { ws: String, agent: String },
 }
 
 /// The outcome of a [`ClientRequest`].
@@ -26,6 +31,9 @@ pub enum ClientResponse {
     Read(ShardReadResult),
     /// Result of a meta write.
     Meta(MetaResponse),
+    // agents
+    /// The agent after a heartbeat, with its new last-seen time.
+    Heartbeat(Agent),
 }
 
 /// What a node answers when asked to run a request as leader.
