@@ -1,8 +1,10 @@
 //! The HTTP routes, one module per resource.
 
+mod agents;
 mod cluster;
 mod context;
 mod keys;
+mod messages;
 mod tasks;
 mod topics;
 
@@ -38,6 +40,8 @@ fn documented() -> OpenApiRouter<AppState> {
         .merge(context::routes())
         .merge(keys::routes())
         .merge(cluster::routes())
+        .merge(agents::routes())
+        .merge(messages::routes())
 }
 
 /// The OpenAPI document served at `/openapi.json`.

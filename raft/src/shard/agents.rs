@@ -439,7 +439,7 @@ fn create_message<R: KvRead + ?Sized>(
     at_ms: u64,
 ) -> std::io::Result<ShardResponse> {
     let direct = new.to != "broadcast";
-    // A retry of a send already made: replay it, redoing any delivery left undone.
+    // A retry of a send already made: replay it.
     if let Some(idem) = idempotency {
         if let Some(rec) = get::<IdemRecord, R>(txn, &keys::idem(ws, &idem.key))? {
             if rec.at + IDEMPOTENCY_WINDOW_MS > at_ms {
@@ -455,16 +455,12 @@ fn create_message<R: KvRead + ?Sized>(
                         "idempotency record names a missing message",
                     )));
                 };
-                let mut delivered = Vec::new();
-                for agent in deliver_here {
-                    if let Some(seq) = deliver(txn, ws, agent, &stored.message)? {
-                        delivered.push((agent.clone(), seq));
-                    }
-                }
+                // The caller redoes the deliveries to the recorded recipients (not to
+                // `deliver_here`, which reflects the agents of the retry's time).
                 return Ok(ShardResponse::Message {
                     message: stored.message,
                     recipients: rec.recipients,
-                    delivered,
+                    delivered: Vec::new(),
                     replay: true,
                 });
             }
@@ -859,7 +855,17 @@ mod tests {
             panic!()
         };
         assert_eq!(again, first);
-        assert_eq!(delivered, vec![("a".to_string(), 1)]);
+        assert_eq!(delivered, vec![], "a replay leaves deliveries to the caller");
+        // The caller's redelivery of the replayed message is a no-op.
+        let redo = ShardCommand::InboxDeliver {
+            ws: "w".into(),
+            message: again,
+            agents: vec!["a".into()],
+        };
+        assert_eq!(
+            run(&mut s, redo, 21),
+            ShardResponse::Delivered(vec![("a".to_string(), 1)])
+        );
         assert_eq!(inbox(&s, "a", 0).len(), 1);
         assert!(matches!(
             run(&mut s, dm("a", "other", Some(("k1", 8))), 30),
