@@ -305,7 +305,10 @@ impl Actor for PresenceActor {
     ) -> Result<(), ActorProcessingErr> {
         let key = &state.args.key;
         let mut actors = state.args.actors.lock().expect("presence lock");
-        if actors.get(key).is_some_and(|a| a.get_id() == myself.get_id()) {
+        if actors
+            .get(key)
+            .is_some_and(|a| a.get_id() == myself.get_id())
+        {
             actors.remove(key);
             state.args.seen.lock().expect("seen lock").remove(key);
         }
@@ -442,7 +445,10 @@ impl PresenceRegistry {
 
     fn forget(&self, key: &PresenceKey, actor: &ActorRef<PresenceMsg>) {
         let mut actors = self.actors.lock().expect("presence lock");
-        if actors.get(key).is_some_and(|a| a.get_id() == actor.get_id()) {
+        if actors
+            .get(key)
+            .is_some_and(|a| a.get_id() == actor.get_id())
+        {
             actors.remove(key);
         }
     }
@@ -519,7 +525,11 @@ mod tests {
         sim.heartbeat(0);
         sim.heartbeat(4_000);
         sim.run_until(13_999);
-        assert_eq!(sim.stored, Some(AgentStatus::Online), "still within the timeout");
+        assert_eq!(
+            sim.stored,
+            Some(AgentStatus::Online),
+            "still within the timeout"
+        );
         sim.run_until(1_000_000);
         assert_eq!(sim.proposals, vec![true, false]);
         assert_eq!(sim.timer, None, "nothing left to watch");
@@ -553,7 +563,10 @@ mod tests {
             (HeartbeatAction::Nothing, Some(10_000))
         );
         // Disconnected meanwhile: the timer finds it offline and stops, proposing nothing.
-        assert_eq!(p.check(10_000, Some(AgentStatus::Offline)), CheckAction::Stop);
+        assert_eq!(
+            p.check(10_000, Some(AgentStatus::Offline)),
+            CheckAction::Stop
+        );
         assert_eq!(p.check(10_000, None), CheckAction::Stop);
     }
 

@@ -130,7 +130,9 @@ impl Router {
                 match presence.adopt(group, &raft, &db).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(shard = group, agents = n, "adopted online agents"),
-                    Err(e) => tracing::warn!(shard = group, error = %e, "adopting online agents failed"),
+                    Err(e) => {
+                        tracing::warn!(shard = group, error = %e, "adopting online agents failed")
+                    }
                 }
             });
         }

@@ -74,7 +74,9 @@ pub(super) fn metadata_text(field: &str, v: Option<&Value>) -> ApiResult<String>
             }
             Ok(text)
         }
-        Some(_) => Err(ApiError::bad_request(format!("{field} must be a JSON object"))),
+        Some(_) => Err(ApiError::bad_request(format!(
+            "{field} must be a JSON object"
+        ))),
     }
 }
 

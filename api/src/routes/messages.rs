@@ -16,7 +16,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use conclave_actors::{ClientRequest, ClientResponse};
 use conclave_raft::meta::Scope;
-use conclave_raft::shard::{shard_of_message_id, Idempotency, InboxItem, Message, NewMessage, Priority};
+use conclave_raft::shard::{
+    shard_of_message_id, Idempotency, InboxItem, Message, NewMessage, Priority,
+};
 use conclave_raft::{GroupId, ShardCommand, ShardQuery, ShardReadResult, ShardResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -119,8 +121,11 @@ impl MessageView {
 /// An agent address: `agent:NAME`, or a bare `NAME`.
 fn agent_address(field: &str, v: &str) -> ApiResult<String> {
     let name = v.strip_prefix("agent:").unwrap_or(v);
-    agent_name(field, name)
-        .map_err(|_| ApiError::bad_request(format!("{field} must be agent:NAME with a valid agent name")))?;
+    agent_name(field, name).map_err(|_| {
+        ApiError::bad_request(format!(
+            "{field} must be agent:NAME with a valid agent name"
+        ))
+    })?;
     Ok(name.to_string())
 }
 
@@ -143,10 +148,7 @@ fn idempotency_key(headers: &HeaderMap, body: Option<String>) -> ApiResult<Optio
         (h, b) => h.or(b),
     };
     if let Some(k) = &key {
-        if k.is_empty()
-            || k.len() > MAX_IDEMPOTENCY_KEY_BYTES
-            || k.chars().any(char::is_control)
-        {
+        if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY_BYTES || k.chars().any(char::is_control) {
             return Err(ApiError::bad_request(format!(
                 "idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} bytes with no control characters"
             )));
@@ -226,11 +228,7 @@ async fn send(
     let direct = match body.to.as_str() {
         "broadcast" => None,
         to if to.starts_with("agent:") => Some(agent_address("to", to)?),
-        _ => {
-            return Err(ApiError::bad_request(
-                "to must be agent:NAME or broadcast",
-            ))
-        }
+        _ => return Err(ApiError::bad_request("to must be agent:NAME or broadcast")),
     };
     let from = body
         .from
@@ -267,7 +265,14 @@ async fn send(
     };
     let idempotency = key.as_ref().map(|k| Idempotency {
         key: k.clone(),
-        payload_hash: payload_hash(&to, from.as_deref(), &text, &metadata, priority, &body.reply_to),
+        payload_hash: payload_hash(
+            &to,
+            from.as_deref(),
+            &text,
+            &metadata,
+            priority,
+            &body.reply_to,
+        ),
     });
     let origin = match (&key, &direct) {
         (Some(k), _) => shard(&state, &ws, "idem", k)?,
@@ -354,7 +359,11 @@ async fn send(
 
 /// The thread a reply to `id` belongs to (400 when `id` is no message of this workspace).
 async fn thread_of(state: &AppState, ws: &str, id: &str) -> ApiResult<String> {
-    let unknown = || ApiError::bad_request(format!("reply_to {id:?} is not a message of this workspace"));
+    let unknown = || {
+        ApiError::bad_request(format!(
+            "reply_to {id:?} is not a message of this workspace"
+        ))
+    };
     let group = shard_of_message_id(id).ok_or_else(unknown)?;
     let shards = state.groups().meta().read().expect("meta lock").shard_count;
     if !(1..=shards).contains(&group) {
@@ -365,9 +374,7 @@ async fn thread_of(state: &AppState, ws: &str, id: &str) -> ApiResult<String> {
         id: id.to_string(),
     };
     match run(state, group, ClientRequest::Read(q)).await {
-        Ok(ClientResponse::Read(ShardReadResult::Message(m))) => {
-            Ok(m.thread_id.unwrap_or(m.id))
-        }
+        Ok(ClientResponse::Read(ShardReadResult::Message(m))) => Ok(m.thread_id.unwrap_or(m.id)),
         Ok(other) => Err(unexpected(other)),
         Err(e) if e.status == StatusCode::NOT_FOUND => Err(unknown()),
         Err(e) => Err(e),

@@ -632,7 +632,9 @@ pub(super) fn query<R: KvRead + ?Sized>(
             let events = rows.iter().map(|(_, v)| dec(v)).collect::<Result<_, _>>()?;
             Ok(ShardReadResult::AgentEvents(events))
         }
-        _ => Err(CoreError::internal("agent query got a query of another group")),
+        _ => Err(CoreError::internal(
+            "agent query got a query of another group",
+        )),
     }
 }
 
@@ -705,10 +707,9 @@ mod tests {
             limit: 100,
         };
         match shard_query(store, &q).unwrap() {
-            ShardReadResult::Inbox { items, .. } => items
-                .into_iter()
-                .map(|i| (i.seq, i.message.body))
-                .collect(),
+            ShardReadResult::Inbox { items, .. } => {
+                items.into_iter().map(|i| (i.seq, i.message.body)).collect()
+            }
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -747,7 +748,12 @@ mod tests {
         };
         assert!(!created);
         assert_eq!(
-            (agent.status, agent.inbox_seq, agent.registered_at, agent.description.as_str()),
+            (
+                agent.status,
+                agent.inbox_seq,
+                agent.registered_at,
+                agent.description.as_str()
+            ),
             (AgentStatus::Online, 1, 1, "new")
         );
     }
@@ -855,7 +861,11 @@ mod tests {
             panic!()
         };
         assert_eq!(again, first);
-        assert_eq!(delivered, vec![], "a replay leaves deliveries to the caller");
+        assert_eq!(
+            delivered,
+            vec![],
+            "a replay leaves deliveries to the caller"
+        );
         // The caller's redelivery of the replayed message is a no-op.
         let redo = ShardCommand::InboxDeliver {
             ws: "w".into(),
@@ -873,8 +883,9 @@ mod tests {
         ));
         // Past the window the key is forgotten.
         let later = 10 + IDEMPOTENCY_WINDOW_MS;
-        let ShardResponse::Message { message, replay, .. } =
-            run(&mut s, dm("a", "other", Some(("k1", 8))), later)
+        let ShardResponse::Message {
+            message, replay, ..
+        } = run(&mut s, dm("a", "other", Some(("k1", 8))), later)
         else {
             panic!()
         };
@@ -918,11 +929,18 @@ mod tests {
             ws: "w".into(),
             name: "a".into(),
         };
-        assert!(matches!(run(&mut s, del.clone(), 4), ShardResponse::Deleted(_)));
+        assert!(matches!(
+            run(&mut s, del.clone(), 4),
+            ShardResponse::Deleted(_)
+        ));
         assert!(matches!(get(&s, "w"), Err(e) if e.code == ErrorCode::NotFound));
         assert!(get(&s, "v").is_ok());
-        assert!(!s.keys().any(|k| k.starts_with(b"i\0w\0") || k.starts_with(b"I\0w\0")));
-        assert!(matches!(run(&mut s, del, 5), ShardResponse::Refused(e) if e.code == ErrorCode::NotFound));
+        assert!(!s
+            .keys()
+            .any(|k| k.starts_with(b"i\0w\0") || k.starts_with(b"I\0w\0")));
+        assert!(
+            matches!(run(&mut s, del, 5), ShardResponse::Refused(e) if e.code == ErrorCode::NotFound)
+        );
         // Re-registering starts a fresh inbox.
         run(&mut s, register("w", "a"), 6);
         run(&mut s, dm("a", "2", None), 7);
@@ -937,26 +955,30 @@ mod tests {
         }
         run(&mut s, presence("b", true), 2);
         run(&mut s, presence("d", true), 2);
-        let list = |status, after: Option<&str>, limit| {
-            match shard_query(
-                &s,
-                &ShardQuery::AgentList {
-                    ws: "w".into(),
-                    status,
-                    after: after.map(String::from),
-                    limit,
-                },
-            )
-            .unwrap()
-            {
-                ShardReadResult::AgentPage(p) => p.into_iter().map(|a| a.name).collect::<Vec<_>>(),
-                other => panic!("unexpected {other:?}"),
-            }
+        let list = |status, after: Option<&str>, limit| match shard_query(
+            &s,
+            &ShardQuery::AgentList {
+                ws: "w".into(),
+                status,
+                after: after.map(String::from),
+                limit,
+            },
+        )
+        .unwrap()
+        {
+            ShardReadResult::AgentPage(p) => p.into_iter().map(|a| a.name).collect::<Vec<_>>(),
+            other => panic!("unexpected {other:?}"),
         };
         assert_eq!(list(None, None, 2), vec!["a", "b"]);
         assert_eq!(list(None, Some("b"), 10), vec!["c", "d", "e"]);
         assert_eq!(list(Some(AgentStatus::Online), None, 10), vec!["b", "d"]);
-        assert_eq!(list(Some(AgentStatus::Offline), Some("a"), 2), vec!["c", "e"]);
-        assert_eq!(list(Some(AgentStatus::Online), Some("d"), 10), Vec::<String>::new());
+        assert_eq!(
+            list(Some(AgentStatus::Offline), Some("a"), 2),
+            vec!["c", "e"]
+        );
+        assert_eq!(
+            list(Some(AgentStatus::Online), Some("d"), 10),
+            Vec::<String>::new()
+        );
     }
 }

@@ -317,7 +317,10 @@ pub enum ShardReadResult {
     /// One message.
     Message(Message),
     /// A page of an inbox, and the inbox's newest seq.
-    Inbox { items: Vec<InboxItem>, last_seq: u64 },
+    Inbox {
+        items: Vec<InboxItem>,
+        last_seq: u64,
+    },
     /// A page of agent events.
     AgentEvents(Vec<AgentEvent>),
 }
