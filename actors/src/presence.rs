@@ -186,7 +186,7 @@ impl PresenceState {
             .await
             .map_err(|e| CoreError::unavailable(format!("presence change not written: {e}")))?;
         match resp.data {
-            Response::Shard(ShardResponse::Agent { agent, .. }) => Ok(agent),
+            Response::Shard(ShardResponse::Agent { agent, .. }) => Ok(*agent),
             Response::Shard(ShardResponse::Refused(e)) => Err(e),
             other => Err(CoreError::internal(format!(
                 "unexpected presence response {other:?}"

@@ -197,7 +197,7 @@ async fn register(
             } else {
                 StatusCode::OK
             };
-            Ok((status, Json(agent.into())))
+            Ok((status, Json((*agent).into())))
         }
         other => Err(unexpected(other)),
     }
@@ -319,7 +319,7 @@ async fn disconnect(
         online: false,
     };
     match run(&state, group, ClientRequest::Write(cmd)).await? {
-        ClientResponse::Write(ShardResponse::Agent { agent, .. }) => Ok(Json(agent.into())),
+        ClientResponse::Write(ShardResponse::Agent { agent, .. }) => Ok(Json((*agent).into())),
         other => Err(unexpected(other)),
     }
 }

@@ -321,7 +321,7 @@ async fn send(
     let deliveries = pending.into_iter().map(|(group, agents)| {
         let cmd = ShardCommand::InboxDeliver {
             ws: ws.clone(),
-            message: message.clone(),
+            message: (*message).clone(),
             agents,
         };
         run(&state, group, ClientRequest::Write(cmd))
@@ -354,7 +354,7 @@ async fn send(
     } else {
         StatusCode::CREATED
     };
-    Ok((status, Json(MessageView::new(message, seq))))
+    Ok((status, Json(MessageView::new(*message, seq))))
 }
 
 /// The thread a reply to `id` belongs to (400 when `id` is no message of this workspace).

@@ -347,7 +347,10 @@ pub(super) fn apply<R: KvRead + ?Sized>(
                 }
             };
             txn.put(k, encode(&agent));
-            ShardResponse::Agent { agent, created }
+            ShardResponse::Agent {
+                agent: Box::new(agent),
+                created,
+            }
         }
         ShardCommand::AgentPresence { ws, name, online } => {
             let k = keys::agent(ws, name);
@@ -374,7 +377,7 @@ pub(super) fn apply<R: KvRead + ?Sized>(
                         txn.put(k, encode(&agent));
                     }
                     ShardResponse::Agent {
-                        agent,
+                        agent: Box::new(agent),
                         created: false,
                     }
                 }
@@ -458,7 +461,7 @@ fn create_message<R: KvRead + ?Sized>(
                 // The caller redoes the deliveries to the recorded recipients (not to
                 // `deliver_here`, which reflects the agents of the retry's time).
                 return Ok(ShardResponse::Message {
-                    message: stored.message,
+                    message: Box::new(stored.message),
                     recipients: rec.recipients,
                     delivered: Vec::new(),
                     replay: true,
@@ -510,7 +513,7 @@ fn create_message<R: KvRead + ?Sized>(
         }
     }
     Ok(ShardResponse::Message {
-        message,
+        message: Box::new(message),
         recipients: recipients.to_vec(),
         delivered,
         replay: false,
@@ -810,7 +813,7 @@ mod tests {
         // A broadcast fan-out delivered twice (a retry) lands once.
         let deliver = ShardCommand::InboxDeliver {
             ws: "w".into(),
-            message: ids[1].0.clone(),
+            message: (*ids[1].0).clone(),
             agents: vec!["a".into(), "b".into(), "gone".into()],
         };
         for _ in 0..2 {
@@ -869,7 +872,7 @@ mod tests {
         // The caller's redelivery of the replayed message is a no-op.
         let redo = ShardCommand::InboxDeliver {
             ws: "w".into(),
-            message: again,
+            message: *again,
             agents: vec!["a".into()],
         };
         assert_eq!(

@@ -225,10 +225,10 @@ pub enum ShardResponse {
     Refused(CoreError),
     // agents
     /// An agent after a registration or a presence command.
-    Agent { agent: Agent, created: bool },
+    Agent { agent: Box<Agent>, created: bool },
     /// A message after its creation, or the original one when the send was a retry.
     Message {
-        message: Message,
+        message: Box<Message>,
         /// Every recipient.
         recipients: Vec<String>,
         /// `(agent, inbox seq)` of the deliveries made on this shard.
