@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use conclave_raft::command::{now_ms, Command, Proposal, Response};
-use conclave_raft::error::CoreError;
+use conclave_raft::error::{CoreError, ErrorCode};
 use conclave_raft::shard::{query, Agent, AgentStatus};
 use conclave_raft::storage::{Db, GroupKv};
 use conclave_raft::{GroupId, Raft, ShardCommand, ShardQuery, ShardReadResult, ShardResponse};
@@ -167,7 +167,7 @@ impl PresenceState {
         match query(&GroupKv::new(&self.args.db, *group), &q) {
             Ok(ShardReadResult::Agent(a)) => Ok(Some(a)),
             Ok(other) => Err(CoreError::internal(format!("unexpected read {other:?}"))),
-            Err(e) if e.code == conclave_raft::error::ErrorCode::NotFound => Ok(None),
+            Err(e) if e.code == ErrorCode::NotFound => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -287,7 +287,13 @@ impl Actor for PresenceActor {
         match msg {
             PresenceMsg::Heartbeat(reply) => {
                 let out = state.heartbeat(&myself).await;
+                // Nothing to watch for an unknown agent: heartbeats for made-up names leave no
+                // actor behind.
+                let unknown = matches!(&out, Err(e) if e.code == ErrorCode::NotFound);
                 let _ = reply.send(out);
+                if unknown {
+                    myself.stop(Some("unknown agent".into()));
+                }
             }
             PresenceMsg::Check => {
                 if state.check(&myself).await {

@@ -773,3 +773,76 @@ async fn messages_reach_inboxes_across_shards_once_and_in_order() -> Result<()> 
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_survives_the_loss_of_the_agent_shards_leader() -> Result<()> {
+    let mut cluster = Cluster::builder()
+        .nodes(3)
+        .env("CONCLAVE_PRESENCE_TIMEOUT_SECS", "3")
+        .start()
+        .await?;
+    cluster.wait_converged().await?;
+    register(cluster.api(0), "survivor").await?;
+    expect(
+        cluster.api(1),
+        Method::POST,
+        &["v1", "agents", "survivor", "heartbeat"],
+        &[],
+        None,
+        200,
+    )
+    .await?;
+    ensure!(agent_names(cluster.api(2), Some("online"), 10).await? == ["survivor"]);
+
+    // Kill the node leading the agent's shard: the presence actor holding its last heartbeat
+    // dies with it.
+    let leader = wait_for_agent_leader(&cluster, 0).await?;
+    let index = cluster
+        .node_index_by_id(leader)
+        .context("leader is a cluster node")?;
+    cluster.kill(index)?;
+    let alive: Vec<usize> = (0..3).filter(|&i| i != index).collect();
+
+    // The new leader adopts the agent stored online and, with no heartbeat coming, takes it
+    // offline after its grace period (with no adoption it would stay online forever).
+    let via = cluster.api(alive[0]);
+    wait_until(
+        "the silent agent to go offline under the new leader",
+        WAIT,
+        async || Ok(agent_names(via, Some("offline"), 10).await? == ["survivor"]),
+    )
+    .await?;
+
+    // Heartbeats through the survivors bring it back.
+    retry_until_ok(WAIT, async || {
+        expect(
+            cluster.api(alive[1]),
+            Method::POST,
+            &["v1", "agents", "survivor", "heartbeat"],
+            &[],
+            None,
+            200,
+        )
+        .await
+    })
+    .await?;
+    ensure!(agent_names(via, Some("online"), 10).await? == ["survivor"]);
+    Ok(())
+}
+
+/// The node id leading the shard of agent `survivor`, as node `via` knows it.
+async fn wait_for_agent_leader(cluster: &Cluster, via: usize) -> Result<u64> {
+    conclave_cluster_tests::wait_for("a leader for the agent's shard", WAIT, async || {
+        let loc = expect(
+            cluster.api(via),
+            Method::GET,
+            &["v1", "cluster", "locate"],
+            &[("kind", "agent"), ("name", "survivor")],
+            None,
+            200,
+        )
+        .await?;
+        Ok(loc["leader"].as_u64())
+    })
+    .await
+}

@@ -33,7 +33,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(super) struct LocateQuery {
-    /// `context`, `topic` or `queue`.
+    /// `context`, `topic`, `queue` or `agent`.
     kind: Option<String>,
     /// The entity's name or key.
     name: Option<String>,
@@ -86,9 +86,9 @@ async fn locate(
             shard_of_task_id(&task).ok_or_else(|| ApiError::bad_request("malformed task id"))?
         }
         (None, Some(kind), Some(name)) => {
-            if !matches!(kind.as_str(), "context" | "topic" | "queue") {
+            if !matches!(kind.as_str(), "context" | "topic" | "queue" | "agent") {
                 return Err(ApiError::bad_request(
-                    "kind must be context, topic or queue",
+                    "kind must be context, topic, queue or agent",
                 ));
             }
             validate::key("name", &name)?;
