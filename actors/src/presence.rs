@@ -10,7 +10,8 @@
 //! offline at once.
 //!
 //! The decisions are made by [`Presence`], a plain struct driven by an injected clock; the actor
-//! around it only reads the stored status, proposes and arms timers.
+//! around it only reads the stored status, proposes and arms timers. The registry's two maps
+//! (actors, last-seen times) are never locked at the same time.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -310,12 +311,17 @@ impl Actor for PresenceActor {
         state: &mut PresenceState,
     ) -> Result<(), ActorProcessingErr> {
         let key = &state.args.key;
-        let mut actors = state.args.actors.lock().expect("presence lock");
-        if actors
-            .get(key)
-            .is_some_and(|a| a.get_id() == myself.get_id())
-        {
-            actors.remove(key);
+        let removed = {
+            let mut actors = state.args.actors.lock().expect("presence lock");
+            let mine = actors
+                .get(key)
+                .is_some_and(|a| a.get_id() == myself.get_id());
+            if mine {
+                actors.remove(key);
+            }
+            mine
+        };
+        if removed {
             state.args.seen.lock().expect("seen lock").remove(key);
         }
         Ok(())
@@ -435,18 +441,20 @@ impl PresenceRegistry {
 
     /// Stops the actors of shards this node no longer leads.
     pub fn sweep(&self, leads: impl Fn(GroupId) -> bool) -> usize {
-        let mut actors = self.actors.lock().expect("presence lock");
-        let mut seen = self.seen.lock().expect("seen lock");
-        let before = actors.len();
-        actors.retain(|key, a| {
+        let mut stopped = 0;
+        self.actors.lock().expect("presence lock").retain(|key, a| {
             let keep = leads(key.0);
             if !keep {
                 a.stop(Some("leadership lost".into()));
-                seen.remove(key);
+                stopped += 1;
             }
             keep
         });
-        before - actors.len()
+        self.seen
+            .lock()
+            .expect("seen lock")
+            .retain(|key, _| leads(key.0));
+        stopped
     }
 
     fn forget(&self, key: &PresenceKey, actor: &ActorRef<PresenceMsg>) {
