@@ -179,6 +179,7 @@ impl PresenceState {
             ws: ws.clone(),
             name: name.clone(),
             online,
+            last_seen_at: self.core.last_seen(),
         };
         let resp = self
             .args

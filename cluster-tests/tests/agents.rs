@@ -305,7 +305,7 @@ async fn agents_register_list_keep_presence_and_delete_across_nodes() -> Result<
         400,
     )
     .await?;
-    expect(
+    let last = expect(
         n0,
         Method::POST,
         &["v1", "agents", "beta", "heartbeat"],
@@ -315,12 +315,27 @@ async fn agents_register_list_keep_presence_and_delete_across_nodes() -> Result<
     )
     .await?;
 
-    // Silence past the presence timeout takes beta offline by itself.
+    // Silence past the presence timeout takes beta offline by itself; the record keeps the
+    // time of its last heartbeat.
     wait_until("beta to go offline after silence", WAIT, async || {
         Ok(agent_names(n0, Some("online"), 100).await?.is_empty())
     })
     .await?;
     ensure!(agent_names(n2, Some("offline"), 100).await? == ["alpha", "beta", "gamma"]);
+    let offline = expect(
+        n1,
+        Method::GET,
+        &["v1", "agents"],
+        &[("cursor", "alpha"), ("limit", "1")],
+        None,
+        200,
+    )
+    .await?;
+    ensure!(
+        offline["items"][0]["name"] == "beta"
+            && offline["items"][0]["last_seen_at"] == last["last_seen_at"],
+        "{offline} after {last}"
+    );
 
     // Disconnect takes an agent offline at once; a later heartbeat brings it back.
     expect(

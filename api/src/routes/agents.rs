@@ -317,6 +317,7 @@ async fn disconnect(
         ws: caller.workspace.clone(),
         name: id,
         online: false,
+        last_seen_at: None,
     };
     match run(&state, group, ClientRequest::Write(cmd)).await? {
         ClientResponse::Write(ShardResponse::Agent { agent, .. }) => Ok(Json((*agent).into())),

@@ -352,7 +352,12 @@ pub(super) fn apply<R: KvRead + ?Sized>(
                 created,
             }
         }
-        ShardCommand::AgentPresence { ws, name, online } => {
+        ShardCommand::AgentPresence {
+            ws,
+            name,
+            online,
+            last_seen_at,
+        } => {
             let k = keys::agent(ws, name);
             match get::<Agent, R>(txn, &k)? {
                 None => ShardResponse::Refused(not_found_agent(name)),
@@ -367,6 +372,9 @@ pub(super) fn apply<R: KvRead + ?Sized>(
                         agent.status_changed_at = at_ms;
                         if *online {
                             agent.last_seen_at = Some(at_ms);
+                        } else if let Some(seen) = last_seen_at {
+                            agent.last_seen_at =
+                                Some(agent.last_seen_at.map_or(*seen, |s| s.max(*seen)));
                         }
                         let kind = if *online {
                             AgentEventKind::Online
@@ -678,6 +686,7 @@ mod tests {
             ws: "w".into(),
             name: name.into(),
             online,
+            last_seen_at: Some(25),
         }
     }
 
@@ -770,12 +779,18 @@ mod tests {
             let ShardResponse::Agent { agent, .. } = run(&mut s, presence("a", online), at) else {
                 panic!()
             };
-            statuses.push((agent.status, agent.status_changed_at));
+            statuses.push((agent.status, agent.status_changed_at, agent.last_seen_at));
         }
         let (on, off) = (AgentStatus::Online, AgentStatus::Offline);
         assert_eq!(
             statuses,
-            vec![(on, 10), (on, 10), (off, 30), (off, 30), (on, 50)]
+            vec![
+                (on, 10, Some(10)),
+                (on, 10, Some(10)),
+                (off, 30, Some(25)),
+                (off, 30, Some(25)),
+                (on, 50, Some(50))
+            ]
         );
         let kinds: Vec<_> = events(&s).into_iter().map(|(_, k)| k).collect();
         assert_eq!(

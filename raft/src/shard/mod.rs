@@ -75,6 +75,9 @@ pub enum ShardCommand {
         ws: String,
         name: String,
         online: bool,
+        /// The last heartbeat the leader saw, kept on the record when going offline (an online
+        /// transition records its own time).
+        last_seen_at: Option<u64>,
     },
     /// Remove an agent and its inbox.
     AgentDelete { ws: String, name: String },
