@@ -11,6 +11,7 @@ pub mod forwarder;
 pub mod leases;
 pub mod maintenance;
 pub mod placement;
+pub mod presence;
 pub mod reconciler;
 pub mod request;
 pub mod router;

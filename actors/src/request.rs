@@ -1,6 +1,7 @@
 //! What the router carries between nodes: a client's request for one group and its outcome.
 
 use conclave_raft::error::CoreError;
+use conclave_raft::shard::Agent;
 use conclave_raft::{
     MetaCommand, MetaResponse, NodeId, ShardCommand, ShardQuery, ShardReadResult, ShardResponse,
 };
@@ -18,6 +19,10 @@ pub enum ClientRequest {
     /// Asks the meta leader for a linearizable read index: the log index a replica must have
     /// applied to reflect everything committed before the request.
     MetaReadIndex,
+    // agents
+    /// A presence heartbeat, served from the agent's presence actor on the shard leader with
+    /// no Raft write unless the agent was offline.
+    Heartbeat { ws: String, agent: String },
 }
 
 /// The outcome of a [`ClientRequest`].
@@ -31,6 +36,9 @@ pub enum ClientResponse {
     Meta(MetaResponse),
     /// The meta leader's read index.
     ReadIndex(u64),
+    // agents
+    /// The agent after a heartbeat, with its new last-seen time.
+    Heartbeat(Agent),
 }
 
 /// What a node answers when asked to run a request as leader.

@@ -8,7 +8,7 @@
 //! retried. In-flight work per shard is bounded by a semaphore (ractor mailboxes are not).
 
 use openraft::async_runtime::WatchReceiver;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,10 @@ use conclave_raft::command::{Command, Proposal, Response};
 use conclave_raft::error::CoreError;
 use conclave_raft::shard::query;
 use conclave_raft::storage::GroupKv;
-use conclave_raft::{GroupId, Groups, MetaCommand, MetaResponse, NodeId, TypeConfig, META_GROUP};
+use conclave_raft::{
+    GroupId, Groups, MetaCommand, MetaResponse, NodeId, ShardQuery, ShardReadResult, TypeConfig,
+    META_GROUP,
+};
 use openraft::errors::ClientWriteError;
 use openraft::impls::ProgressResponder;
 use openraft::raft::ClientWriteResult;
@@ -25,6 +28,7 @@ use tokio::sync::Semaphore;
 
 use crate::entity_actor::{actor_key, ActorRegistry, EntityMsg};
 use crate::forwarder::{ForwardError, Forwarder};
+use crate::presence::PresenceRegistry;
 use crate::request::{ClientRequest, ClientResponse, ForwardResult};
 
 /// Router limits.
@@ -36,6 +40,8 @@ pub struct RouterSettings {
     pub max_inflight_per_shard: usize,
     /// How long a request waits for an in-flight slot before it is refused as overloaded.
     pub queue_wait: Duration,
+    /// An online agent with no heartbeat for this long goes offline.
+    pub presence_timeout: Duration,
 }
 
 impl Default for RouterSettings {
@@ -44,6 +50,7 @@ impl Default for RouterSettings {
             retry_budget: Duration::from_secs(10),
             max_inflight_per_shard: 2048,
             queue_wait: Duration::from_secs(2),
+            presence_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -52,6 +59,9 @@ impl Default for RouterSettings {
 pub struct Router {
     groups: Groups,
     actors: ActorRegistry,
+    presence: PresenceRegistry,
+    /// Shards this node led at the last tick (newly led ones adopt their online agents).
+    led: Mutex<HashSet<GroupId>>,
     forwarder: Arc<dyn Forwarder>,
     settings: RouterSettings,
     hints: Mutex<HashMap<GroupId, NodeId>>,
@@ -68,6 +78,8 @@ impl Router {
         let router = Arc::new(Self {
             groups,
             actors: ActorRegistry::default(),
+            presence: PresenceRegistry::new(settings.presence_timeout),
+            led: Mutex::default(),
             forwarder,
             settings,
             hints: Mutex::default(),
@@ -87,9 +99,49 @@ impl Router {
                 if stopped > 0 {
                     tracing::debug!(stopped, live = router.actors.len(), "swept entity actors");
                 }
+                router.presence_tick();
             }
         });
         router
+    }
+
+    /// Stops presence actors of shards no longer led, and on shards newly led adopts the
+    /// agents stored online (each gets a full presence timeout from now).
+    fn presence_tick(&self) {
+        let led: HashSet<GroupId> = self
+            .groups
+            .hosted()
+            .into_iter()
+            .filter(|&g| g != META_GROUP && self.groups.get(g).is_some_and(|r| r.is_leader()))
+            .collect();
+        self.presence.sweep(|g| led.contains(&g));
+        let gained: Vec<GroupId> = {
+            let mut before = self.led.lock().expect("led lock");
+            let gained = led.difference(&before).copied().collect();
+            *before = led;
+            gained
+        };
+        for group in gained {
+            let Some(raft) = self.groups.get(group) else {
+                continue;
+            };
+            let presence = self.presence.clone();
+            let db = self.groups.db().clone();
+            tokio::spawn(async move {
+                match presence.adopt(group, &raft, &db).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(shard = group, agents = n, "adopted online agents"),
+                    Err(e) => {
+                        tracing::warn!(shard = group, error = %e, "adopting online agents failed")
+                    }
+                }
+            });
+        }
+    }
+
+    /// The presence timeout of agents.
+    pub fn presence_timeout(&self) -> Duration {
+        self.presence.timeout()
     }
 
     /// This node's groups.
@@ -351,7 +403,37 @@ impl Router {
                     };
                 }
                 let kv = GroupKv::new(self.groups.db(), group);
-                ForwardResult::Done(query(&kv, q).map(ClientResponse::Read))
+                let mut result = query(&kv, q);
+                if let Ok(read) = &mut result {
+                    self.show_presence(group, q, read);
+                }
+                ForwardResult::Done(result.map(ClientResponse::Read))
+            }
+            ClientRequest::Heartbeat { ws, agent } => ForwardResult::Done(
+                self.presence
+                    .heartbeat(group, ws, agent, &raft, self.groups.db())
+                    .await
+                    .map(ClientResponse::Heartbeat),
+            ),
+        }
+    }
+}
+
+impl Router {
+    /// Shows the last heartbeats this leader holds in memory on agents read from its shard.
+    fn show_presence(&self, group: GroupId, q: &ShardQuery, read: &mut ShardReadResult) {
+        let ws = match q {
+            ShardQuery::AgentGet { ws, .. } | ShardQuery::AgentList { ws, .. } => ws,
+            _ => return,
+        };
+        let agents = match read {
+            ShardReadResult::Agent(a) => std::slice::from_mut(a),
+            ShardReadResult::AgentPage(p) => p.as_mut_slice(),
+            _ => return,
+        };
+        for a in agents {
+            if let Some(t) = self.presence.last_seen(group, ws, &a.name) {
+                a.last_seen_at = Some(a.last_seen_at.map_or(t, |s| s.max(t)));
             }
         }
     }

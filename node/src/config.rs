@@ -35,6 +35,8 @@ pub struct Config {
     pub election_max_ms: u64,
     /// A node silent this long has its replicas re-created elsewhere, seconds.
     pub dead_node_timeout_secs: u64,
+    /// An online agent with no heartbeat for this long goes offline, seconds.
+    pub presence_timeout_secs: u64,
     /// Log entries since a group's last snapshot that trigger a new one (and let older logs go).
     pub snapshot_after_logs: u64,
     /// Largest request body accepted, bytes.
@@ -62,6 +64,7 @@ impl Default for Config {
             election_min_ms: 1000,
             election_max_ms: 2000,
             dead_node_timeout_secs: 30,
+            presence_timeout_secs: 30,
             snapshot_after_logs: 20_000,
             max_body_bytes: 1 << 20,
             max_artifact_bytes: 4 << 20,
@@ -103,6 +106,7 @@ const FIELDS: &[&str] = &[
     "election_min_ms",
     "election_max_ms",
     "dead_node_timeout_secs",
+    "presence_timeout_secs",
     "snapshot_after_logs",
     "max_body_bytes",
     "max_artifact_bytes",
@@ -144,6 +148,9 @@ impl Config {
         }
         if !(1..=86_400).contains(&self.compaction_interval_secs) {
             bail!("compaction_interval_secs must be 1 to 86400");
+        }
+        if !(1..=86_400).contains(&self.presence_timeout_secs) {
+            bail!("presence_timeout_secs must be 1 to 86400");
         }
         if self.snapshot_after_logs < 10 {
             bail!("snapshot_after_logs must be at least 10");

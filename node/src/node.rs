@@ -114,7 +114,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let router = Router::new(
         groups.clone(),
         Arc::new(GrpcForwarder::new(peers)),
-        RouterSettings::default(),
+        RouterSettings {
+            presence_timeout: Duration::from_secs(config.presence_timeout_secs),
+            ..RouterSettings::default()
+        },
     );
     service.set(NodeCtx {
         groups: groups.clone(),

@@ -103,6 +103,11 @@ impl<'a, R: KvRead + ?Sized> Txn<'a, R> {
         Ok(merged.into_iter().take(limit).collect())
     }
 
+    /// The store under this transaction, without its buffered writes.
+    pub fn base(&self) -> &'a R {
+        self.base
+    }
+
     /// The buffered writes, in key order.
     pub fn into_writes(self) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
         self.writes

@@ -53,6 +53,8 @@ pub(super) enum LocateKind {
     Queue,
     /// A task, by id.
     Task,
+    /// An agent.
+    Agent,
 }
 
 impl LocateKind {
@@ -62,6 +64,7 @@ impl LocateKind {
             LocateKind::Topic => "topic",
             LocateKind::Queue => "queue",
             LocateKind::Task => "task",
+            LocateKind::Agent => "agent",
         }
     }
 }

@@ -1,11 +1,13 @@
 //! The HTTP routes, one module per resource.
 
 mod artifacts;
+mod agents;
 mod cluster;
 mod context;
 mod embeddings;
 mod invitations;
 mod keys;
+mod messages;
 mod tasks;
 mod tenancy;
 mod topics;
@@ -53,6 +55,8 @@ fn documented(max_artifact_bytes: usize) -> OpenApiRouter<AppState> {
         .merge(cluster::routes())
         .merge(tasks::routes())
         .merge(topics::routes())
+        .merge(agents::routes())
+        .merge(messages::routes())
 }
 
 /// The OpenAPI document served at `/openapi.json`.

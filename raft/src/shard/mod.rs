@@ -10,6 +10,13 @@ pub mod embedding;
 
 use serde::{Deserialize, Serialize};
 
+mod agents;
+
+pub use agents::{
+    message_id, shard_of_message_id, Agent, AgentEvent, AgentEventKind, AgentStatus, Idempotency,
+    InboxItem, Message, NewMessage, Priority, IDEMPOTENCY_WINDOW_MS,
+};
+
 use crate::codec::{decode_io, encode};
 use crate::error::CoreError;
 use crate::kv::{KvRead, Txn};
@@ -127,6 +134,43 @@ pub enum ShardCommand {
     /// Retention and purge of deleted topics on this shard, at most `budget` rows per apply;
     /// proposed periodically by the shard leader.
     TopicCompact { budget: u64 },
+    // agents
+    /// Register an agent, or update the description, capabilities and metadata of one.
+    AgentRegister {
+        ws: String,
+        name: String,
+        description: String,
+        capabilities: Vec<String>,
+        /// JSON object text.
+        metadata: String,
+    },
+    /// A presence transition (no change when the agent is already in that state).
+    AgentPresence {
+        ws: String,
+        name: String,
+        online: bool,
+        /// The last heartbeat the leader saw, kept on the record when going offline (an online
+        /// transition records its own time).
+        last_seen_at: Option<u64>,
+    },
+    /// Remove an agent and its inbox.
+    AgentDelete { ws: String, name: String },
+    /// Create a message (deduplicated by its idempotency key) and append it to the inboxes of
+    /// `deliver_here` (the recipients living on this shard).
+    MessageCreate {
+        ws: String,
+        message: NewMessage,
+        idempotency: Option<Idempotency>,
+        /// Every recipient, on any shard.
+        recipients: Vec<String>,
+        deliver_here: Vec<String>,
+    },
+    /// Append a message created on another shard to inboxes of this one (idempotent by id).
+    InboxDeliver {
+        ws: String,
+        message: Message,
+        agents: Vec<String>,
+    },
 }
 
 /// The entity a command or query addresses, which decides its shard.
@@ -161,6 +205,12 @@ impl ShardCommand {
             | ShardCommand::TopicUnsubscribe { ws, topic, .. }
             | ShardCommand::TopicAck { ws, topic, .. } => (ws, "topic", topic),
             ShardCommand::TopicCompact { .. } => ("", "topic-maintenance", ""),
+            // agents
+            ShardCommand::AgentRegister { ws, name, .. }
+            | ShardCommand::AgentPresence { ws, name, .. }
+            | ShardCommand::AgentDelete { ws, name } => (ws, "agent", name),
+            ShardCommand::MessageCreate { ws, .. } => (ws, "messages", ""),
+            ShardCommand::InboxDeliver { ws, .. } => (ws, "inbox", ""),
         }
     }
 }
@@ -209,6 +259,21 @@ pub enum ShardResponse {
     TopicAcked(Subscription),
     /// The work a compaction did.
     TopicCompacted(Compaction),
+    // agents
+    /// An agent after a registration or a presence command.
+    Agent { agent: Box<Agent>, created: bool },
+    /// A message after its creation, or the original one when the send was a retry.
+    Message {
+        message: Box<Message>,
+        /// Every recipient.
+        recipients: Vec<String>,
+        /// `(agent, inbox seq)` of the deliveries made on this shard.
+        delivered: Vec<(String, u64)>,
+        /// Whether this replays an earlier send with the same idempotency key.
+        replay: bool,
+    },
+    /// `(agent, inbox seq)` of the deliveries made (unknown agents are skipped).
+    Delivered(Vec<(String, u64)>),
 }
 
 /// A read against one shard.
@@ -269,6 +334,36 @@ pub enum ShardQuery {
         after: Option<String>,
         limit: usize,
     },
+    // agents
+    /// One agent.
+    AgentGet { ws: String, name: String },
+    /// Agents with names after `after`, in name order, optionally only those with `status`.
+    AgentList {
+        ws: String,
+        status: Option<AgentStatus>,
+        after: Option<String>,
+        limit: usize,
+    },
+    /// `(workspace, name)` of agents stored online, of every workspace, after `after`.
+    AgentsOnline {
+        after: Option<(String, String)>,
+        limit: usize,
+    },
+    /// One message by id.
+    MessageGet { ws: String, id: String },
+    /// An agent's inbox items with `seq > since`, ascending.
+    InboxRead {
+        ws: String,
+        agent: String,
+        since: u64,
+        limit: usize,
+    },
+    /// Agent events with `seq > since`, ascending.
+    AgentEvents {
+        ws: String,
+        since: u64,
+        limit: usize,
+    },
 }
 
 /// The result of a [`ShardQuery`].
@@ -303,6 +398,22 @@ pub enum ShardReadResult {
     TopicSubscription(Subscription),
     /// A page of subscriptions, each with its topic's `last_seq`.
     TopicSubscriptions(Vec<(Subscription, u64)>),
+    // agents
+    /// One agent.
+    Agent(Agent),
+    /// A page of agents.
+    AgentPage(Vec<Agent>),
+    /// `(workspace, name)` of online agents.
+    OnlineAgents(Vec<(String, String)>),
+    /// One message.
+    Message(Message),
+    /// A page of an inbox, and the inbox's newest seq.
+    Inbox {
+        items: Vec<InboxItem>,
+        last_seq: u64,
+    },
+    /// A page of agent events.
+    AgentEvents(Vec<AgentEvent>),
 }
 
 /// Key layout inside a shard's range. Workspace and names never contain `\0` (validated at the
@@ -489,6 +600,15 @@ pub fn apply<R: KvRead + ?Sized>(
         ShardCommand::TopicCompact { budget } => {
             ShardResponse::TopicCompacted(topic::compact(txn, *budget, at_ms)?)
         }
+        // agents
+        ShardCommand::AgentRegister { .. }
+        | ShardCommand::AgentPresence { .. }
+        | ShardCommand::AgentDelete { .. }
+        | ShardCommand::MessageCreate { .. }
+        | ShardCommand::InboxDeliver { .. } => {
+            let base = txn.base();
+            agents::apply(txn, base, shard, cmd, at_ms)?
+        }
     })
 }
 
@@ -561,6 +681,13 @@ pub fn query<R: KvRead>(kv: &R, q: &ShardQuery) -> Result<ShardReadResult, CoreE
             limit,
         } => topic::read::subscriptions(kv, ws, agent, after.as_deref(), *limit)
             .map(ShardReadResult::TopicSubscriptions),
+        // agents
+        ShardQuery::AgentGet { .. }
+        | ShardQuery::AgentList { .. }
+        | ShardQuery::AgentsOnline { .. }
+        | ShardQuery::MessageGet { .. }
+        | ShardQuery::InboxRead { .. }
+        | ShardQuery::AgentEvents { .. } => agents::query(kv, q),
     }
 }
 
