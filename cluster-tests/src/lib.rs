@@ -8,6 +8,7 @@
 pub mod binary;
 pub mod client;
 pub mod dataset;
+pub mod http;
 pub mod model;
 pub mod sandbox;
 pub mod wait;

@@ -1,0 +1,44 @@
+//! Raw JSON requests with their status: what the end-to-end tests of each endpoint group use
+//! to assert bodies and error answers, not only success.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use reqwest::RequestBuilder;
+use serde_json::{json, Value};
+
+/// Deadline for one request.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sends `req`; its status and JSON body (`Null` when it has none).
+pub async fn send(req: RequestBuilder) -> Result<(u16, Value)> {
+    let resp = req
+        .timeout(TIMEOUT)
+        .send()
+        .await
+        .context("request failed")?;
+    let status = resp.status().as_u16();
+    let text = resp.text().await?;
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).with_context(|| format!("not json: {text}"))?
+    };
+    Ok((status, body))
+}
+
+/// Sends `req` and checks its status (and, for errors, the one error shape); its body.
+pub async fn expect(req: RequestBuilder, status: u16, what: &str) -> Result<Value> {
+    let (got, body) = send(req).await.with_context(|| what.to_string())?;
+    ensure!(
+        got == status,
+        "{what}: expected {status}, got {got}: {body}"
+    );
+    if status >= 400 {
+        ensure!(
+            body["error"]["status"] == json!(status) && body["error"]["message"].is_string(),
+            "{what}: error body {body}"
+        );
+    }
+    Ok(body)
+}
