@@ -272,7 +272,7 @@ async fn create(
     });
     match run(&state, group, ClientRequest::Write(cmd)).await? {
         ClientResponse::Write(ShardResponse::Artifact(a)) => {
-            Ok((StatusCode::CREATED, Json(a.into())))
+            Ok((StatusCode::CREATED, Json((*a).into())))
         }
         other => Err(unexpected(other)),
     }

@@ -244,11 +244,11 @@ pub enum ShardResponse {
     /// The command was refused, identically on every replica.
     Refused(CoreError),
     // embeddings
-    /// An embedding after a put.
-    Embedding(embedding::Stored),
+    /// An embedding after a put (boxed: it is much larger than most answers).
+    Embedding(Box<embedding::Stored>),
     // artifacts
-    /// A created artifact.
-    Artifact(artifact::Artifact),
+    /// A created artifact (boxed: it is much larger than most answers).
+    Artifact(Box<artifact::Artifact>),
     // tasks
     /// Ids of the tasks returned to the queue by a lease expiry.
     TasksExpired(Vec<String>),
@@ -564,9 +564,11 @@ pub fn apply<R: KvRead + ?Sized>(
         ShardCommand::TaskApprove { ws, id, by, note } => {
             tasks::approve(txn, ws, id, by, note.as_deref(), at_ms)?
         }
-        ShardCommand::Embedding(c) => ShardResponse::Embedding(embedding::apply(txn, c, at_ms)?),
+        ShardCommand::Embedding(c) => {
+            ShardResponse::Embedding(Box::new(embedding::apply(txn, c, at_ms)?))
+        }
         ShardCommand::Artifact(c) => match artifact::apply(txn, c, at_ms)? {
-            Ok(a) => ShardResponse::Artifact(a),
+            Ok(a) => ShardResponse::Artifact(Box::new(a)),
             Err(e) => ShardResponse::Refused(e),
         },
         ShardCommand::TaskUpdate { ws, id, patch } => tasks::update(txn, ws, id, patch, at_ms)?,
