@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::CoreError;
 use crate::types::{GroupId, NodeId, NodeInfo};
 
+pub mod teams;
 pub mod topic_acl;
 
 use topic_acl::{TopicAccess, TopicAccessMode, TopicAclEntry, TopicAcls, TopicPermission};
@@ -139,6 +140,9 @@ pub struct MetaState {
     // topics
     /// Access modes and ACL entries of topics.
     pub topic_acls: TopicAcls,
+    // teams
+    /// Teams and skills of every workspace.
+    pub teams: teams::Teams,
 }
 
 /// A control-plane change.
@@ -196,6 +200,9 @@ pub enum MetaCommand {
     },
     /// Forgets a deleted topic's access record.
     DropTopicAccess { ws: String, topic: String },
+    // teams
+    /// A change to teams or skills.
+    Teams(teams::TeamsCommand),
 }
 
 /// The result of a meta command.
@@ -214,6 +221,9 @@ pub enum MetaResponse {
     TopicAccess(TopicAccess),
     /// An ACL entry and whether it was created (rather than merged).
     TopicAclEntry { entry: TopicAclEntry, created: bool },
+    // teams
+    /// Result of a [`MetaCommand::Teams`].
+    Teams(teams::TeamsReply),
 }
 
 impl MetaState {
@@ -393,6 +403,8 @@ impl MetaState {
                 self.topic_acls.drop_topic(ws, topic);
                 MetaResponse::Ok
             }
+            // teams
+            MetaCommand::Teams(cmd) => teams::apply(self, cmd, at_ms),
         }
     }
 
