@@ -18,6 +18,7 @@ use crate::types::GroupId;
 pub mod tasks;
 pub use tasks::{Task, TaskMode, TaskNote, TaskPage, TaskPatch, TaskStatus};
 mod topic;
+pub mod violation;
 
 pub use topic::{Compaction, SubscribeFrom, Subscription, Topic, TopicMessage};
 
@@ -127,6 +128,9 @@ pub enum ShardCommand {
     /// Retention and purge of deleted topics on this shard, at most `budget` rows per apply;
     /// proposed periodically by the shard leader.
     TopicCompact { budget: u64 },
+    // teams
+    /// Record a refused skill invocation.
+    RecordViolation(violation::NewViolation),
 }
 
 /// The entity a command or query addresses, which decides its shard.
@@ -161,6 +165,8 @@ impl ShardCommand {
             | ShardCommand::TopicUnsubscribe { ws, topic, .. }
             | ShardCommand::TopicAck { ws, topic, .. } => (ws, "topic", topic),
             ShardCommand::TopicCompact { .. } => ("", "topic-maintenance", ""),
+            // teams
+            ShardCommand::RecordViolation(v) => (&v.ws, "violations", ""),
         }
     }
 }
@@ -209,6 +215,9 @@ pub enum ShardResponse {
     TopicAcked(Subscription),
     /// The work a compaction did.
     TopicCompacted(Compaction),
+    // teams
+    /// A violation as recorded (boxed: it is much larger than most answers).
+    Violation(Box<violation::Violation>),
 }
 
 /// A read against one shard.
@@ -269,6 +278,15 @@ pub enum ShardQuery {
         after: Option<String>,
         limit: usize,
     },
+    // teams
+    /// Up to `limit` policy violations numbered below `before`, newest first, only those of
+    /// `agent` when given.
+    ViolationList {
+        ws: String,
+        before: Option<u64>,
+        agent: Option<String>,
+        limit: usize,
+    },
 }
 
 /// The result of a [`ShardQuery`].
@@ -303,6 +321,9 @@ pub enum ShardReadResult {
     TopicSubscription(Subscription),
     /// A page of subscriptions, each with its topic's `last_seq`.
     TopicSubscriptions(Vec<(Subscription, u64)>),
+    // teams
+    /// A page of policy violations, newest first.
+    Violations(Vec<violation::Violation>),
 }
 
 /// Key layout inside a shard's range. Workspace and names never contain `\0` (validated at the
@@ -489,6 +510,8 @@ pub fn apply<R: KvRead + ?Sized>(
         ShardCommand::TopicCompact { budget } => {
             ShardResponse::TopicCompacted(topic::compact(txn, *budget, at_ms)?)
         }
+        // teams
+        ShardCommand::RecordViolation(v) => violation::record(txn, v, at_ms)?,
     })
 }
 
@@ -561,6 +584,13 @@ pub fn query<R: KvRead>(kv: &R, q: &ShardQuery) -> Result<ShardReadResult, CoreE
             limit,
         } => topic::read::subscriptions(kv, ws, agent, after.as_deref(), *limit)
             .map(ShardReadResult::TopicSubscriptions),
+        // teams
+        ShardQuery::ViolationList {
+            ws,
+            before,
+            agent,
+            limit,
+        } => violation::list(kv, ws, *before, agent.as_deref(), *limit),
     }
 }
 
