@@ -7,6 +7,10 @@ mod embeddings;
 mod keys;
 mod tasks;
 mod topics;
+// teams
+mod skills;
+mod teams;
+mod violations;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
@@ -46,6 +50,10 @@ fn documented(max_artifact_bytes: usize) -> OpenApiRouter<AppState> {
         .merge(cluster::routes())
         .merge(tasks::routes())
         .merge(topics::routes())
+        // teams
+        .merge(teams::routes())
+        .merge(skills::routes())
+        .merge(violations::routes())
 }
 
 /// The OpenAPI document served at `/openapi.json`.

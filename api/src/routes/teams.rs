@@ -1,0 +1,510 @@
+//! `/v1/teams`: teams of agents and users, and the skills granted to them (meta group).
+//!
+//! Writes go to the meta leader from any node; reads answer from this node's replica, which
+//! may lag a write just made through another node by a replication round trip. Agent members
+//! are stored by agent name and user members by user id, neither checked against the
+//! registered agents or users (see `conclave_raft::meta::teams`).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use conclave_raft::meta::teams::{team_number, MemberKind, Team, TeamsCommand, TeamsReply};
+use conclave_raft::meta::{MetaState, Scope};
+use conclave_raft::{MetaCommand, MetaResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{Deleted, Page, PageQuery};
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
+use crate::state::AppState;
+use crate::validate;
+
+const TAG: &str = "Teams";
+
+/// Longest team or skill description, bytes.
+pub(super) const MAX_TEAM_DESCRIPTION_BYTES: usize = 1024;
+
+/// The routes of this module, with their documentation.
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_team, list_teams))
+        .routes(routes!(delete_team))
+        .routes(routes!(add_agent, list_members))
+        .routes(routes!(remove_agent))
+        .routes(routes!(add_user))
+        .routes(routes!(remove_user))
+        .routes(routes!(team_skills))
+}
+
+/// Runs a teams command on the meta group.
+pub(super) async fn teams_write(state: &AppState, cmd: TeamsCommand) -> ApiResult<TeamsReply> {
+    match state.router.execute_meta(MetaCommand::Teams(cmd)).await? {
+        MetaResponse::Teams(reply) => Ok(reply),
+        other => Err(ApiError::internal(format!("unexpected response {other:?}"))),
+    }
+}
+
+/// 404 unless `id` is shaped like a team id (`team_<n>`); shape only, existence is checked
+/// against the replica or in apply.
+pub(super) fn team_id(id: &str) -> ApiResult<()> {
+    match team_number(id) {
+        Some(_) => Ok(()),
+        None => Err(ApiError::not_found(format!("team {id:?} not found"))),
+    }
+}
+
+/// The caller's team `id` in this node's replica, or 404.
+fn read_team<'a>(meta: &'a MetaState, caller: &Caller, id: &str) -> ApiResult<&'a Team> {
+    meta.teams
+        .team(&caller.workspace, id)
+        .ok_or_else(|| ApiError::not_found(format!("team {id:?} not found")))
+}
+
+fn read_meta(state: &AppState) -> std::sync::RwLockReadGuard<'_, MetaState> {
+    state.groups().meta().read().expect("meta lock")
+}
+
+/// The first `limit` of `items` (already after the cursor, in order), with a cursor when
+/// more remain.
+fn page<S, T>(
+    items: impl Iterator<Item = S>,
+    limit: usize,
+    key: impl Fn(&S) -> String,
+    item: impl Fn(S) -> T,
+) -> Page<T> {
+    Page::merged(items.take(limit + 1).collect(), limit, key, item)
+}
+
+/// Body of `POST /v1/teams`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CreateTeamBody {
+    /// Unique in the workspace: 1 to 128 of letters, digits, `.`, `_`, `-`, `:`.
+    name: String,
+    /// Free text, at most 1024 bytes.
+    #[serde(default)]
+    description: String,
+}
+
+/// A team.
+#[derive(Serialize, ToSchema)]
+pub(super) struct TeamView {
+    /// `team_<n>`.
+    id: String,
+    /// Unique in the workspace.
+    name: String,
+    /// Free text.
+    description: String,
+    /// Member agents.
+    agent_count: usize,
+    /// Member users.
+    user_count: usize,
+    /// Skills granted to the team.
+    skill_count: usize,
+    /// ms since the Unix epoch.
+    created_at: u64,
+}
+
+impl From<&Team> for TeamView {
+    fn from(t: &Team) -> Self {
+        Self {
+            id: t.id.clone(),
+            name: t.name.clone(),
+            description: t.description.clone(),
+            agent_count: t.agents.len(),
+            user_count: t.users.len(),
+            skill_count: t.skills.len(),
+            created_at: t.created_at,
+        }
+    }
+}
+
+/// Creates a team (admin keys only).
+#[utoipa::path(post, path = "/v1/teams", tag = TAG, request_body = CreateTeamBody,
+    responses((status = 201, description = "The new team", body = TeamView),
+        (status = 409, description = "The name is taken, or the workspace has 1000 teams")))]
+async fn create_team(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<CreateTeamBody>,
+) -> ApiResult<(StatusCode, Json<TeamView>)> {
+    caller.require(Scope::Admin)?;
+    validate::name("name", &body.name)?;
+    validate::text(
+        "description",
+        &body.description,
+        MAX_TEAM_DESCRIPTION_BYTES,
+        false,
+    )?;
+    let cmd = TeamsCommand::CreateTeam {
+        workspace: caller.workspace,
+        name: body.name,
+        description: body.description,
+    };
+    match teams_write(&state, cmd).await? {
+        TeamsReply::Team(t) => Ok((StatusCode::CREATED, Json(TeamView::from(&t)))),
+        other => Err(ApiError::internal(format!("unexpected reply {other:?}"))),
+    }
+}
+
+/// Lists the workspace's teams in id (creation) order.
+#[utoipa::path(get, path = "/v1/teams", tag = TAG, params(PageQuery),
+    responses((status = 200, description = "A page of teams", body = Page<TeamView>)))]
+async fn list_teams(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<Page<TeamView>>> {
+    caller.require(Scope::Read)?;
+    let limit = q.limit()?;
+    let after = match &q.cursor {
+        None => 0,
+        Some(c) => team_number(c).ok_or_else(|| ApiError::bad_request("malformed cursor"))?,
+    };
+    let meta = read_meta(&state);
+    let teams = meta
+        .teams
+        .teams
+        .range(after + 1..)
+        .map(|(_, t)| t)
+        .filter(|t| t.workspace == caller.workspace);
+    Ok(Json(page(teams, limit, |t| t.id.clone(), TeamView::from)))
+}
+
+/// Deletes a team with its memberships and skill grants (admin keys only).
+#[utoipa::path(delete, path = "/v1/teams/{id}", tag = TAG,
+    params(("id" = String, Path, description = "The team's id")),
+    responses((status = 200, description = "The team was deleted", body = Deleted)))]
+async fn delete_team(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Deleted>> {
+    caller.require(Scope::Admin)?;
+    team_id(&id)?;
+    let cmd = TeamsCommand::DeleteTeam {
+        workspace: caller.workspace,
+        id: id.clone(),
+    };
+    teams_write(&state, cmd).await?;
+    Ok(Json(Deleted::new(id)))
+}
+
+/// What kind of member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum TeamMemberKind {
+    /// An agent, by name.
+    Agent,
+    /// A user, by id.
+    User,
+}
+
+impl From<TeamMemberKind> for MemberKind {
+    fn from(k: TeamMemberKind) -> Self {
+        match k {
+            TeamMemberKind::Agent => MemberKind::Agent,
+            TeamMemberKind::User => MemberKind::User,
+        }
+    }
+}
+
+impl From<MemberKind> for TeamMemberKind {
+    fn from(k: MemberKind) -> Self {
+        match k {
+            MemberKind::Agent => TeamMemberKind::Agent,
+            MemberKind::User => TeamMemberKind::User,
+        }
+    }
+}
+
+/// Body of `POST /v1/teams/{id}/members`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AddTeamAgentBody {
+    /// The agent's name (its id); it need not be registered yet.
+    agent: String,
+}
+
+/// Body of `POST /v1/teams/{id}/users`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AddTeamUserBody {
+    /// The user's id.
+    user_id: String,
+}
+
+/// A membership.
+#[derive(Serialize, ToSchema)]
+pub(super) struct TeamMembership {
+    /// The team.
+    team_id: String,
+    /// `agent` or `user`.
+    kind: TeamMemberKind,
+    /// The agent's name or the user's id.
+    id: String,
+    /// When it joined the team, ms since the Unix epoch.
+    added_at: u64,
+}
+
+/// A removed membership.
+#[derive(Serialize, ToSchema)]
+pub(super) struct TeamMembershipRemoved {
+    /// The team.
+    team_id: String,
+    /// `agent` or `user`.
+    kind: TeamMemberKind,
+    /// The agent's name or the user's id.
+    id: String,
+    /// Always true.
+    deleted: bool,
+}
+
+async fn add_member(
+    state: &AppState,
+    caller: Caller,
+    team: String,
+    kind: TeamMemberKind,
+    member: String,
+) -> ApiResult<(StatusCode, Json<TeamMembership>)> {
+    caller.require(Scope::Admin)?;
+    let field = match kind {
+        TeamMemberKind::Agent => "agent",
+        TeamMemberKind::User => "user_id",
+    };
+    validate::name(field, &member)?;
+    team_id(&team)?;
+    let cmd = TeamsCommand::AddMember {
+        workspace: caller.workspace,
+        team: team.clone(),
+        kind: kind.into(),
+        member: member.clone(),
+    };
+    match teams_write(state, cmd).await? {
+        TeamsReply::Member { added_at, created } => Ok((
+            if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            },
+            Json(TeamMembership {
+                team_id: team,
+                kind,
+                id: member,
+                added_at,
+            }),
+        )),
+        other => Err(ApiError::internal(format!("unexpected reply {other:?}"))),
+    }
+}
+
+async fn remove_member(
+    state: &AppState,
+    caller: Caller,
+    team: String,
+    kind: TeamMemberKind,
+    member: String,
+) -> ApiResult<Json<TeamMembershipRemoved>> {
+    caller.require(Scope::Admin)?;
+    let field = match kind {
+        TeamMemberKind::Agent => "agentId",
+        TeamMemberKind::User => "userId",
+    };
+    validate::name(field, &member)?;
+    team_id(&team)?;
+    let cmd = TeamsCommand::RemoveMember {
+        workspace: caller.workspace,
+        team: team.clone(),
+        kind: kind.into(),
+        member: member.clone(),
+    };
+    teams_write(state, cmd).await?;
+    Ok(Json(TeamMembershipRemoved {
+        team_id: team,
+        kind,
+        id: member,
+        deleted: true,
+    }))
+}
+
+/// Adds an agent to a team (admin keys only); adding a member again changes nothing.
+#[utoipa::path(post, path = "/v1/teams/{id}/members", tag = TAG,
+    params(("id" = String, Path, description = "The team's id")),
+    request_body = AddTeamAgentBody,
+    responses((status = 201, description = "The agent joined the team", body = TeamMembership),
+        (status = 200, description = "The agent was already a member", body = TeamMembership),
+        (status = 409, description = "The team or the workspace is at its membership cap")))]
+async fn add_agent(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<AddTeamAgentBody>,
+) -> ApiResult<(StatusCode, Json<TeamMembership>)> {
+    add_member(&state, caller, id, TeamMemberKind::Agent, body.agent).await
+}
+
+/// Removes an agent from a team (admin keys only).
+#[utoipa::path(delete, path = "/v1/teams/{id}/members/{agentId}", tag = TAG,
+    params(("id" = String, Path, description = "The team's id"),
+        ("agentId" = String, Path, description = "The agent's name")),
+    responses((status = 200, description = "The agent left the team", body = TeamMembershipRemoved)))]
+async fn remove_agent(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((id, agent)): ApiPath<(String, String)>,
+) -> ApiResult<Json<TeamMembershipRemoved>> {
+    remove_member(&state, caller, id, TeamMemberKind::Agent, agent).await
+}
+
+/// Adds a user to a team (admin keys only); adding a member again changes nothing.
+#[utoipa::path(post, path = "/v1/teams/{id}/users", tag = TAG,
+    params(("id" = String, Path, description = "The team's id")),
+    request_body = AddTeamUserBody,
+    responses((status = 201, description = "The user joined the team", body = TeamMembership),
+        (status = 200, description = "The user was already a member", body = TeamMembership),
+        (status = 409, description = "The team or the workspace is at its membership cap")))]
+async fn add_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<AddTeamUserBody>,
+) -> ApiResult<(StatusCode, Json<TeamMembership>)> {
+    add_member(&state, caller, id, TeamMemberKind::User, body.user_id).await
+}
+
+/// Removes a user from a team (admin keys only).
+#[utoipa::path(delete, path = "/v1/teams/{id}/users/{userId}", tag = TAG,
+    params(("id" = String, Path, description = "The team's id"),
+        ("userId" = String, Path, description = "The user's id")),
+    responses((status = 200, description = "The user left the team", body = TeamMembershipRemoved)))]
+async fn remove_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((id, user)): ApiPath<(String, String)>,
+) -> ApiResult<Json<TeamMembershipRemoved>> {
+    remove_member(&state, caller, id, TeamMemberKind::User, user).await
+}
+
+/// `?kind=&cursor=&limit=` of `GET /v1/teams/{id}/members`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct TeamMembersQuery {
+    /// Only members of this kind.
+    kind: Option<TeamMemberKind>,
+    /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// A member of a team.
+#[derive(Serialize, ToSchema)]
+pub(super) struct TeamMember {
+    /// `agent` or `user`.
+    kind: TeamMemberKind,
+    /// The agent's name or the user's id.
+    id: String,
+    /// When it joined the team, ms since the Unix epoch.
+    added_at: u64,
+}
+
+/// Lists a team's members: agents by name, then users by id.
+#[utoipa::path(get, path = "/v1/teams/{id}/members", tag = TAG,
+    params(("id" = String, Path, description = "The team's id"), TeamMembersQuery),
+    responses((status = 200, description = "A page of members", body = Page<TeamMember>)))]
+async fn list_members(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<TeamMembersQuery>,
+) -> ApiResult<Json<Page<TeamMember>>> {
+    caller.require(Scope::Read)?;
+    let limit = validate::limit(q.limit, super::DEFAULT_PAGE)?;
+    // The cursor is `<kind>:<id>` of the last member returned.
+    let after = match &q.cursor {
+        None => None,
+        Some(c) => {
+            let (kind, member) = c
+                .split_once(':')
+                .ok_or_else(|| ApiError::bad_request("malformed cursor"))?;
+            let kind = match kind {
+                "agent" => MemberKind::Agent,
+                "user" => MemberKind::User,
+                _ => return Err(ApiError::bad_request("malformed cursor")),
+            };
+            Some((kind, member.to_string()))
+        }
+    };
+    let meta = read_meta(&state);
+    let team = read_team(&meta, &caller, &id)?;
+    let kinds = [MemberKind::Agent, MemberKind::User]
+        .into_iter()
+        .filter(|k| q.kind.is_none_or(|want| MemberKind::from(want) == *k));
+    let members = kinds
+        .flat_map(|k| team.members(k).iter().map(move |(m, at)| (k, m, *at)))
+        .filter(|(k, m, _)| {
+            after
+                .as_ref()
+                .is_none_or(|(ak, am)| (*k, m.as_str()) > (*ak, am.as_str()))
+        });
+    Ok(Json(page(
+        members,
+        limit,
+        |(k, m, _)| format!("{}:{m}", k.as_str()),
+        |(k, m, at)| TeamMember {
+            kind: k.into(),
+            id: m.clone(),
+            added_at: at,
+        },
+    )))
+}
+
+/// A skill granted to a team.
+#[derive(Serialize, ToSchema)]
+pub(super) struct TeamSkillGrant {
+    /// The skill's id.
+    skill_id: String,
+    /// The skill's name.
+    name: String,
+    /// When it was granted to the team, ms since the Unix epoch.
+    granted_at: u64,
+}
+
+/// Lists the skills granted to a team, in skill id order.
+#[utoipa::path(get, path = "/v1/teams/{id}/skills", tag = TAG,
+    params(("id" = String, Path, description = "The team's id"), PageQuery),
+    responses((status = 200, description = "A page of granted skills", body = Page<TeamSkillGrant>)))]
+async fn team_skills(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<Page<TeamSkillGrant>>> {
+    caller.require(Scope::Read)?;
+    let limit = q.limit()?;
+    let after = match &q.cursor {
+        None => 0,
+        Some(c) => conclave_raft::meta::teams::skill_number(c)
+            .ok_or_else(|| ApiError::bad_request("malformed cursor"))?,
+    };
+    let meta = read_meta(&state);
+    let team = read_team(&meta, &caller, &id)?;
+    let grants = team
+        .skills
+        .range(after + 1..)
+        .filter_map(|(n, at)| meta.teams.skills.get(n).map(|s| (s, *at)));
+    Ok(Json(page(
+        grants,
+        limit,
+        |(s, _)| s.id.clone(),
+        |(s, at)| TeamSkillGrant {
+            skill_id: s.id.clone(),
+            name: s.name.clone(),
+            granted_at: at,
+        },
+    )))
+}
