@@ -774,6 +774,54 @@ mod tests {
     }
 
     #[test]
+    fn workspace_wide_caps_count_every_team() {
+        let mut m = state();
+        let teams_needed = MAX_MEMBERSHIPS_PER_WORKSPACE / MAX_MEMBERS_PER_TEAM;
+        let teams: Vec<String> = (0..=teams_needed)
+            .map(|i| create_team(&mut m, "a", &format!("t{i}")))
+            .collect();
+        for team in &teams[..teams_needed] {
+            for i in 0..MAX_MEMBERS_PER_TEAM {
+                run(&mut m, add_agent("a", team, &format!("a{i}"))).unwrap();
+            }
+        }
+        // The last team is empty, but the workspace is full.
+        let spare = &teams[teams_needed];
+        assert_eq!(
+            code(run(&mut m, add_agent("a", spare, "x"))),
+            ErrorCode::Conflict
+        );
+        let other = create_team(&mut m, "b", "t");
+        assert!(run(&mut m, add_agent("b", &other, "x")).is_ok());
+
+        let skills_needed = MAX_GRANTS_PER_WORKSPACE.div_ceil(teams.len());
+        let skills: Vec<String> = (0..skills_needed)
+            .map(|i| create_skill(&mut m, "a", &format!("s{i}")))
+            .collect();
+        let mut granted = 0;
+        'fill: for skill in &skills {
+            for team in &teams {
+                if granted == MAX_GRANTS_PER_WORKSPACE {
+                    break 'fill;
+                }
+                run(&mut m, grant("a", skill, team)).unwrap();
+                granted += 1;
+            }
+        }
+        let ungranted = m
+            .teams
+            .teams_of("a")
+            .find(|t| t.skills.len() < skills.len())
+            .map(|t| t.id.clone())
+            .expect("a team lacks a skill");
+        let skill = skills.last().unwrap();
+        assert_eq!(
+            code(run(&mut m, grant("a", skill, &ungranted))),
+            ErrorCode::Conflict
+        );
+    }
+
+    #[test]
     fn ids_parse_only_in_their_canonical_form() {
         assert_eq!(team_number("team_12"), Some(12));
         assert_eq!(skill_number("skill_3"), Some(3));
