@@ -81,8 +81,9 @@ impl From<Violation> for PolicyViolation {
     }
 }
 
-/// Lists policy violations newest first (admin keys only); the workspace keeps its newest
-/// 10 000.
+/// Lists policy violations, newest first (admin keys only).
+///
+/// A workspace keeps its newest 10 000 violations.
 #[utoipa::path(get, path = "/v1/audit/violations", tag = TAG, params(ViolationListQuery),
     responses((status = 200, description = "A page of violations, newest first", body = Page<PolicyViolation>)))]
 async fn list(
