@@ -1,16 +1,21 @@
 //! `/v1/teams`: teams of agents and users, and the skills granted to them (meta group).
 //!
-//! Writes go to the meta leader from any node; reads answer from this node's replica, which
-//! may lag a write just made through another node by a replication round trip. Agent members
+//! Writes go to the meta leader from any node, and answer once this node's replica shows them;
+//! reads answer from this node's replica, which may lag a write just made through another node
+//! by a replication round trip. Agent members
 //! are stored by agent name and user members by user id, neither checked against the
 //! registered agents or users (see `conclave_raft::meta::teams`).
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use conclave_raft::meta::teams::{team_number, MemberKind, Team, TeamsCommand, TeamsReply};
+use std::time::Duration;
+
+use conclave_raft::meta::teams::{
+    skill_number, team_number, MemberKind, Team, TeamsCommand, TeamsReply,
+};
 use conclave_raft::meta::{MetaState, Scope};
-use conclave_raft::{MetaCommand, MetaResponse};
+use conclave_raft::{MetaCommand, MetaResponse, META_GROUP};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -39,11 +44,85 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(team_skills))
 }
 
-/// Runs a teams command on the meta group.
+/// Longest a write waits for this node's replica to show it (see [`teams_write`]).
+const LOCAL_APPLY_WAIT: Duration = Duration::from_secs(2);
+
+/// Runs a teams command on the meta group, then waits (at most [`LOCAL_APPLY_WAIT`]) until
+/// this node's replica shows its effect, so reads through the node that answered a write see
+/// that write. Reads through other nodes may still lag by a replication round trip.
 pub(super) async fn teams_write(state: &AppState, cmd: TeamsCommand) -> ApiResult<TeamsReply> {
-    match state.router.execute_meta(MetaCommand::Teams(cmd)).await? {
-        MetaResponse::Teams(reply) => Ok(reply),
-        other => Err(ApiError::internal(format!("unexpected response {other:?}"))),
+    let applied = state.groups().applied_watch(META_GROUP);
+    let mut changes = applied.map(|w| w.subscribe());
+    let reply = match state
+        .router
+        .execute_meta(MetaCommand::Teams(cmd.clone()))
+        .await?
+    {
+        MetaResponse::Teams(reply) => reply,
+        other => return Err(ApiError::internal(format!("unexpected response {other:?}"))),
+    };
+    let deadline = tokio::time::Instant::now() + LOCAL_APPLY_WAIT;
+    while !shows(&read_meta(state), &cmd, &reply) {
+        let Some(rx) = changes.as_mut() else { break };
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => {}
+            // Timed out, or the group stopped here: answer anyway, the write is committed.
+            _ => break,
+        }
+    }
+    Ok(reply)
+}
+
+/// Whether `meta` shows the effect of `cmd`, which answered `reply`. Creations are checked
+/// against the id counters (monotonic); memberships and grants also count as shown once their
+/// team is gone, since nothing more can come of them.
+fn shows(meta: &MetaState, cmd: &TeamsCommand, reply: &TeamsReply) -> bool {
+    let teams = &meta.teams;
+    match (cmd, reply) {
+        (_, TeamsReply::Team(t)) => team_number(&t.id).is_some_and(|n| teams.last_team >= n),
+        (_, TeamsReply::Skill(s)) => skill_number(&s.id).is_some_and(|n| teams.last_skill >= n),
+        (TeamsCommand::DeleteTeam { workspace, id }, _) => teams.team(workspace, id).is_none(),
+        (TeamsCommand::DeleteSkill { workspace, id }, _) => teams.skill(workspace, id).is_none(),
+        (
+            TeamsCommand::AddMember {
+                workspace,
+                team,
+                kind,
+                member,
+            }
+            | TeamsCommand::RemoveMember {
+                workspace,
+                team,
+                kind,
+                member,
+            },
+            _,
+        ) => {
+            let adding = matches!(cmd, TeamsCommand::AddMember { .. });
+            teams
+                .team(workspace, team)
+                .is_none_or(|t| t.members(*kind).contains_key(member) == adding)
+        }
+        (
+            TeamsCommand::GrantSkill {
+                workspace,
+                skill,
+                team,
+            }
+            | TeamsCommand::RevokeSkill {
+                workspace,
+                skill,
+                team,
+            },
+            _,
+        ) => {
+            let granting = matches!(cmd, TeamsCommand::GrantSkill { .. });
+            let n = skill_number(skill).unwrap_or(0);
+            teams
+                .team(workspace, team)
+                .is_none_or(|t| t.skills.contains_key(&n) == granting)
+        }
+        _ => true,
     }
 }
 
@@ -488,8 +567,7 @@ async fn team_skills(
     let limit = q.limit()?;
     let after = match &q.cursor {
         None => 0,
-        Some(c) => conclave_raft::meta::teams::skill_number(c)
-            .ok_or_else(|| ApiError::bad_request("malformed cursor"))?,
+        Some(c) => skill_number(c).ok_or_else(|| ApiError::bad_request("malformed cursor"))?,
     };
     let meta = read_meta(&state);
     let team = read_team(&meta, &caller, &id)?;
@@ -507,4 +585,78 @@ async fn team_skills(
             granted_at: at,
         },
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use conclave_raft::meta::Workspace;
+
+    use super::*;
+
+    /// A replica shows a write once it has applied it, and not before.
+    #[test]
+    fn a_replica_shows_each_write_once_applied() {
+        let mut leader = MetaState::default();
+        let ws = Workspace {
+            id: "a".into(),
+            name: "a".into(),
+            created_at: 0,
+        };
+        leader.workspaces.insert("a".into(), ws);
+        let cmds = [
+            TeamsCommand::CreateTeam {
+                workspace: "a".into(),
+                name: "ops".into(),
+                description: String::new(),
+            },
+            TeamsCommand::CreateSkill {
+                workspace: "a".into(),
+                name: "deploy".into(),
+                description: String::new(),
+                metadata: "{}".into(),
+            },
+            TeamsCommand::AddMember {
+                workspace: "a".into(),
+                team: "team_1".into(),
+                kind: MemberKind::Agent,
+                member: "bot".into(),
+            },
+            TeamsCommand::GrantSkill {
+                workspace: "a".into(),
+                skill: "skill_1".into(),
+                team: "team_1".into(),
+            },
+            TeamsCommand::RevokeSkill {
+                workspace: "a".into(),
+                skill: "skill_1".into(),
+                team: "team_1".into(),
+            },
+            TeamsCommand::RemoveMember {
+                workspace: "a".into(),
+                team: "team_1".into(),
+                kind: MemberKind::Agent,
+                member: "bot".into(),
+            },
+            TeamsCommand::DeleteSkill {
+                workspace: "a".into(),
+                id: "skill_1".into(),
+            },
+            TeamsCommand::DeleteTeam {
+                workspace: "a".into(),
+                id: "team_1".into(),
+            },
+        ];
+        for cmd in cmds {
+            let lagging = leader.clone();
+            let reply = match leader.apply(&MetaCommand::Teams(cmd.clone()), 1) {
+                MetaResponse::Teams(r) => r,
+                other => panic!("{cmd:?}: {other:?}"),
+            };
+            assert!(!shows(&lagging, &cmd, &reply), "{cmd:?} shown before apply");
+            assert!(
+                shows(&leader, &cmd, &reply),
+                "{cmd:?} not shown after apply"
+            );
+        }
+    }
 }
