@@ -61,13 +61,13 @@ pub enum SkillDecision {
 }
 
 /// Whether `agent` of workspace `ws` may invoke `skill`, given as an id (`skill_<n>`) or a
-/// name: the skill exists in `ws` and some team of `ws` with `agent` as a member has it granted.
+/// name (a skill of `ws` with that id wins over one with that name): the skill exists in `ws`
+/// and some team of `ws` with `agent` as a member has it granted.
 pub fn check_skill(meta: &MetaState, ws: &str, agent: &str, skill: &str) -> SkillDecision {
-    let found = if skill_number(skill).is_some() {
-        meta.teams.skill(ws, skill)
-    } else {
-        meta.teams.skill_by_name(ws, skill)
-    };
+    let found = meta
+        .teams
+        .skill(ws, skill)
+        .or_else(|| meta.teams.skill_by_name(ws, skill));
     let Some(found) = found else {
         return SkillDecision::Refused {
             skill_id: None,

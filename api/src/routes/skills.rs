@@ -12,13 +12,13 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::teams::{team_id, teams_write, MAX_TEAM_DESCRIPTION_BYTES};
+use super::teams::{description, team_id, teams_write, SkillCursor};
 use super::{json_text, json_value, Deleted, Page};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 use crate::policy;
 use crate::state::AppState;
-use crate::validate;
+use crate::validate::{self, NameString};
 
 const TAG: &str = "Skills";
 
@@ -46,13 +46,15 @@ fn skill_id(id: &str) -> ApiResult<()> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RegisterSkillBody {
-    /// Unique in the workspace: 1 to 128 of letters, digits, `.`, `_`, `-`, `:`, and not of
-    /// the form `skill_<n>` (that names skills by id).
+    /// Unique in the workspace: 1 to 128 of letters, digits, `.`, `_`, `-`, `:`.
+    #[schema(value_type = NameString)]
     name: String,
-    /// Free text, at most 1024 bytes.
+    /// Free text, at most 1024 characters.
     #[serde(default)]
+    #[schema(max_length = 1024)]
     description: String,
     /// A JSON object, at most 2048 bytes as JSON text.
+    #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
 }
 
@@ -103,17 +105,7 @@ async fn register(
 ) -> ApiResult<(StatusCode, Json<SkillView>)> {
     caller.require(Scope::Admin)?;
     validate::name("name", &body.name)?;
-    if skill_number(&body.name).is_some() {
-        return Err(ApiError::bad_request(
-            "name must not have the form skill_<n>: that names a skill by id",
-        ));
-    }
-    validate::text(
-        "description",
-        &body.description,
-        MAX_TEAM_DESCRIPTION_BYTES,
-        false,
-    )?;
+    description(&body.description)?;
     let metadata = match &body.metadata {
         None => "{}".to_string(),
         Some(v @ Value::Object(_)) => json_text(v)?,
@@ -156,6 +148,7 @@ pub(super) struct SkillListQuery {
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// `next_cursor` of the previous page.
+    #[param(inline, value_type = Option<SkillCursor>)]
     cursor: Option<String>,
 }
 
@@ -312,6 +305,7 @@ async fn revoke(
 #[serde(deny_unknown_fields)]
 pub(super) struct InvokeSkillBody {
     /// The agent that wants to invoke the skill, by name.
+    #[schema(value_type = NameString)]
     agent: String,
 }
 
@@ -337,7 +331,7 @@ pub(super) struct SkillInvocation {
 /// the answer: 403 when no team of the agent has the skill, 404 when the workspace has no
 /// such skill. MCP tool calls apply the same rule.
 #[utoipa::path(post, path = "/v1/skills/{id}/invoke", tag = TAG,
-    params(("id" = String, Path, description = "The skill's id, or its name")),
+    params(("id" = NameString, Path, description = "The skill's id, or its name (an id wins)")),
     request_body = InvokeSkillBody,
     responses((status = 200, description = "The agent may invoke the skill", body = SkillInvocation),
         (status = 403, description = "Refused and recorded as a policy violation: no team of the agent has the skill (or the key's scope is below full)"),

@@ -17,20 +17,70 @@ use conclave_raft::meta::teams::{
 use conclave_raft::meta::{MetaState, Scope};
 use conclave_raft::{MetaCommand, MetaResponse, META_GROUP};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Deleted, Page, PageQuery};
+use super::{Deleted, Page};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 use crate::state::AppState;
-use crate::validate;
+use crate::validate::{self, NameString};
 
 const TAG: &str = "Teams";
 
-/// Longest team or skill description, bytes.
-pub(super) const MAX_TEAM_DESCRIPTION_BYTES: usize = 1024;
+/// Longest team or skill description, characters.
+pub(super) const MAX_TEAM_DESCRIPTION_CHARS: usize = 1024;
+
+/// A string parameter matching `pattern` (at most `max` characters), stating exactly what its
+/// handler accepts.
+pub(super) fn pattern_schema(pattern: &str, max: usize) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(pattern))
+        .min_length(Some(1))
+        .max_length(Some(max))
+        .into()
+}
+
+/// A description: at most [`MAX_TEAM_DESCRIPTION_CHARS`] characters.
+pub(super) fn description(v: &str) -> ApiResult<()> {
+    if v.chars().count() > MAX_TEAM_DESCRIPTION_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "description must be at most {MAX_TEAM_DESCRIPTION_CHARS} characters"
+        )));
+    }
+    Ok(())
+}
+
+/// A cursor of the teams list: the last team id returned.
+pub(super) struct TeamCursor;
+
+impl PartialSchema for TeamCursor {
+    fn schema() -> RefOr<Schema> {
+        pattern_schema(r"^team_[1-9][0-9]{0,18}$", 24)
+    }
+}
+
+/// A cursor of a skills list: the last skill id returned.
+pub(super) struct SkillCursor;
+
+impl PartialSchema for SkillCursor {
+    fn schema() -> RefOr<Schema> {
+        pattern_schema(r"^skill_[1-9][0-9]{0,18}$", 25)
+    }
+}
+
+/// A cursor of the members list: `<kind>:<id>` of the last member returned.
+pub(super) struct MemberCursor;
+
+impl PartialSchema for MemberCursor {
+    fn schema() -> RefOr<Schema> {
+        pattern_schema(r"^(agent|user):[A-Za-z0-9._:-]{1,128}$", 133)
+    }
+}
 
 /// The routes of this module, with their documentation.
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -162,9 +212,11 @@ fn page<S, T>(
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateTeamBody {
     /// Unique in the workspace: 1 to 128 of letters, digits, `.`, `_`, `-`, `:`.
+    #[schema(value_type = NameString)]
     name: String,
-    /// Free text, at most 1024 bytes.
+    /// Free text, at most 1024 characters.
     #[serde(default)]
+    #[schema(max_length = 1024)]
     description: String,
 }
 
@@ -212,12 +264,7 @@ async fn create_team(
 ) -> ApiResult<(StatusCode, Json<TeamView>)> {
     caller.require(Scope::Admin)?;
     validate::name("name", &body.name)?;
-    validate::text(
-        "description",
-        &body.description,
-        MAX_TEAM_DESCRIPTION_BYTES,
-        false,
-    )?;
+    description(&body.description)?;
     let cmd = TeamsCommand::CreateTeam {
         workspace: caller.workspace,
         name: body.name,
@@ -229,16 +276,28 @@ async fn create_team(
     }
 }
 
+/// `?cursor=&limit=` of `GET /v1/teams`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct TeamListQuery {
+    /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    #[param(inline, value_type = Option<TeamCursor>)]
+    cursor: Option<String>,
+}
+
 /// Lists the workspace's teams in id (creation) order.
-#[utoipa::path(get, path = "/v1/teams", tag = TAG, params(PageQuery),
+#[utoipa::path(get, path = "/v1/teams", tag = TAG, params(TeamListQuery),
     responses((status = 200, description = "A page of teams", body = Page<TeamView>)))]
 async fn list_teams(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(q): ApiQuery<PageQuery>,
+    ApiQuery(q): ApiQuery<TeamListQuery>,
 ) -> ApiResult<Json<Page<TeamView>>> {
     caller.require(Scope::Read)?;
-    let limit = q.limit()?;
+    let limit = validate::limit(q.limit, super::DEFAULT_PAGE)?;
     let after = match &q.cursor {
         None => 0,
         Some(c) => team_number(c).ok_or_else(|| ApiError::bad_request("malformed cursor"))?,
@@ -305,6 +364,7 @@ impl From<MemberKind> for TeamMemberKind {
 #[serde(deny_unknown_fields)]
 pub(super) struct AddTeamAgentBody {
     /// The agent's name (its id); it need not be registered yet.
+    #[schema(value_type = NameString)]
     agent: String,
 }
 
@@ -313,6 +373,7 @@ pub(super) struct AddTeamAgentBody {
 #[serde(deny_unknown_fields)]
 pub(super) struct AddTeamUserBody {
     /// The user's id.
+    #[schema(value_type = NameString)]
     user_id: String,
 }
 
@@ -428,7 +489,7 @@ async fn add_agent(
 /// Removes an agent from a team (admin keys only).
 #[utoipa::path(delete, path = "/v1/teams/{id}/members/{agentId}", tag = TAG,
     params(("id" = String, Path, description = "The team's id"),
-        ("agentId" = String, Path, description = "The agent's name")),
+        ("agentId" = NameString, Path, description = "The agent's name")),
     responses((status = 200, description = "The agent left the team", body = TeamMembershipRemoved)))]
 async fn remove_agent(
     State(state): State<AppState>,
@@ -457,7 +518,7 @@ async fn add_user(
 /// Removes a user from a team (admin keys only).
 #[utoipa::path(delete, path = "/v1/teams/{id}/users/{userId}", tag = TAG,
     params(("id" = String, Path, description = "The team's id"),
-        ("userId" = String, Path, description = "The user's id")),
+        ("userId" = NameString, Path, description = "The user's id")),
     responses((status = 200, description = "The user left the team", body = TeamMembershipRemoved)))]
 async fn remove_user(
     State(state): State<AppState>,
@@ -477,6 +538,7 @@ pub(super) struct TeamMembersQuery {
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// `next_cursor` of the previous page.
+    #[param(inline, value_type = Option<MemberCursor>)]
     cursor: Option<String>,
 }
 
@@ -515,6 +577,7 @@ async fn list_members(
                 "user" => MemberKind::User,
                 _ => return Err(ApiError::bad_request("malformed cursor")),
             };
+            validate::name("cursor", member)?;
             Some((kind, member.to_string()))
         }
     };
@@ -553,18 +616,30 @@ pub(super) struct TeamSkillGrant {
     granted_at: u64,
 }
 
+/// `?cursor=&limit=` of `GET /v1/teams/{id}/skills`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct TeamSkillsQuery {
+    /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    #[param(inline, value_type = Option<SkillCursor>)]
+    cursor: Option<String>,
+}
+
 /// Lists the skills granted to a team, in skill id order.
 #[utoipa::path(get, path = "/v1/teams/{id}/skills", tag = TAG,
-    params(("id" = String, Path, description = "The team's id"), PageQuery),
+    params(("id" = String, Path, description = "The team's id"), TeamSkillsQuery),
     responses((status = 200, description = "A page of granted skills", body = Page<TeamSkillGrant>)))]
 async fn team_skills(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
-    ApiQuery(q): ApiQuery<PageQuery>,
+    ApiQuery(q): ApiQuery<TeamSkillsQuery>,
 ) -> ApiResult<Json<Page<TeamSkillGrant>>> {
     caller.require(Scope::Read)?;
-    let limit = q.limit()?;
+    let limit = validate::limit(q.limit, super::DEFAULT_PAGE)?;
     let after = match &q.cursor {
         None => 0,
         Some(c) => skill_number(c).ok_or_else(|| ApiError::bad_request("malformed cursor"))?,

@@ -11,7 +11,9 @@ use conclave_raft::meta::Scope;
 use conclave_raft::shard::violation::Violation;
 use conclave_raft::{ShardQuery, ShardReadResult};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::openapi::schema::Schema;
+use utoipa::openapi::RefOr;
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -19,7 +21,7 @@ use super::{run, shard, unexpected, Page};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiQuery, ApiResult};
 use crate::state::AppState;
-use crate::validate;
+use crate::validate::{self, NameString};
 
 const TAG: &str = "Audit";
 
@@ -33,12 +35,23 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 pub(super) struct ViolationListQuery {
     /// Only violations of this agent.
+    #[param(value_type = Option<NameString>)]
     agent: Option<String>,
     /// Page size, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// `next_cursor` of the previous page.
+    #[param(inline, value_type = Option<ViolationCursor>)]
     cursor: Option<String>,
+}
+
+/// A cursor of the violations list: the number of the last violation returned.
+pub(super) struct ViolationCursor;
+
+impl PartialSchema for ViolationCursor {
+    fn schema() -> RefOr<Schema> {
+        super::teams::pattern_schema(r"^[0-9]{1,19}$", 19)
+    }
 }
 
 /// A refused skill invocation.
@@ -98,10 +111,11 @@ async fn list(
     }
     let before = match &q.cursor {
         None => None,
-        Some(c) => Some(
-            c.parse::<u64>()
-                .map_err(|_| ApiError::bad_request("malformed cursor"))?,
-        ),
+        // Exactly the documented form: 1 to 19 digits (so it fits a u64), nothing else.
+        Some(c) if (1..=19).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(c.parse::<u64>().expect("at most 19 digits"))
+        }
+        Some(_) => return Err(ApiError::bad_request("malformed cursor")),
     };
     let group = shard(&state, &caller.workspace, "violations", "")?;
     let query = ShardQuery::ViolationList {

@@ -203,8 +203,13 @@ pub fn skill_number(id: &str) -> Option<u64> {
 
 fn number(id: &str, prefix: &str) -> Option<u64> {
     let digits = id.strip_prefix(prefix)?;
-    // Only the canonical spelling (no sign, no leading zero) names an entity.
-    if digits.is_empty() || digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    // Only the canonical spelling (no sign, no leading zero, at most 19 digits so it always
+    // fits a u64) names an entity.
+    if digits.is_empty()
+        || digits.len() > 19
+        || digits.starts_with('0')
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     digits.parse().ok()
@@ -825,8 +830,18 @@ mod tests {
     fn ids_parse_only_in_their_canonical_form() {
         assert_eq!(team_number("team_12"), Some(12));
         assert_eq!(skill_number("skill_3"), Some(3));
+        assert_eq!(
+            team_number("team_9999999999999999999"),
+            Some(9_999_999_999_999_999_999)
+        );
         for bad in [
-            "team_", "team_01", "team_+1", "team_1x", "skill_1", "team_0",
+            "team_",
+            "team_01",
+            "team_+1",
+            "team_1x",
+            "skill_1",
+            "team_0",
+            "team_10000000000000000000",
         ] {
             assert_eq!(team_number(bad), None, "{bad}");
         }
