@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod error;
 pub mod openapi;
+pub mod policy;
 pub mod routes;
 pub mod state;
 pub mod validate;

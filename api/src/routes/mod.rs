@@ -13,6 +13,10 @@ mod tenancy;
 mod topics;
 mod users;
 mod workspaces;
+// teams
+mod skills;
+mod teams;
+mod violations;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
@@ -57,6 +61,10 @@ fn documented(max_artifact_bytes: usize) -> OpenApiRouter<AppState> {
         .merge(topics::routes())
         .merge(agents::routes())
         .merge(messages::routes())
+        // teams
+        .merge(teams::routes())
+        .merge(skills::routes())
+        .merge(violations::routes())
 }
 
 /// The OpenAPI document served at `/openapi.json`.

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::CoreError;
 use crate::types::{GroupId, NodeId, NodeInfo};
 
+pub mod teams;
 pub mod topic_acl;
 
 use topic_acl::{TopicAccess, TopicAccessMode, TopicAclEntry, TopicAcls, TopicPermission};
@@ -157,6 +158,9 @@ pub struct MetaState {
     pub topic_acls: TopicAcls,
     /// Users, invitations and the key and invitation indexes.
     pub tenancy: Tenancy,
+    // teams
+    /// Teams and skills of every workspace.
+    pub teams: teams::Teams,
 }
 
 /// A control-plane change.
@@ -217,6 +221,9 @@ pub enum MetaCommand {
     // tenancy
     /// Workspaces, keys, users and invitations.
     Tenancy(TenancyCommand),
+    // teams
+    /// A change to teams or skills.
+    Teams(teams::TeamsCommand),
 }
 
 /// The result of a meta command.
@@ -238,6 +245,9 @@ pub enum MetaResponse {
     // tenancy
     /// Result of a [`MetaCommand::Tenancy`].
     Tenancy(Box<TenancyResponse>),
+    // teams
+    /// Result of a [`MetaCommand::Teams`].
+    Teams(teams::TeamsReply),
 }
 
 impl MetaState {
@@ -429,6 +439,8 @@ impl MetaState {
                 Ok(r) => MetaResponse::Tenancy(Box::new(r)),
                 Err(e) => MetaResponse::Refused(e),
             },
+            // teams
+            MetaCommand::Teams(cmd) => teams::apply(self, cmd, at_ms),
         }
     }
 

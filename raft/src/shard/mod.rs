@@ -25,6 +25,7 @@ use crate::types::GroupId;
 pub mod tasks;
 pub use tasks::{Task, TaskMode, TaskNote, TaskPage, TaskPatch, TaskStatus};
 mod topic;
+pub mod violation;
 
 pub use topic::{Compaction, SubscribeFrom, Subscription, Topic, TopicMessage};
 
@@ -171,6 +172,9 @@ pub enum ShardCommand {
         message: Message,
         agents: Vec<String>,
     },
+    // teams
+    /// Record a refused skill invocation.
+    RecordViolation(violation::NewViolation),
 }
 
 /// The entity a command or query addresses, which decides its shard.
@@ -211,6 +215,8 @@ impl ShardCommand {
             | ShardCommand::AgentDelete { ws, name } => (ws, "agent", name),
             ShardCommand::MessageCreate { ws, .. } => (ws, "messages", ""),
             ShardCommand::InboxDeliver { ws, .. } => (ws, "inbox", ""),
+            // teams
+            ShardCommand::RecordViolation(v) => (&v.ws, "violations", ""),
         }
     }
 }
@@ -274,6 +280,9 @@ pub enum ShardResponse {
     },
     /// `(agent, inbox seq)` of the deliveries made (unknown agents are skipped).
     Delivered(Vec<(String, u64)>),
+    // teams
+    /// A violation as recorded (boxed: it is much larger than most answers).
+    Violation(Box<violation::Violation>),
 }
 
 /// A read against one shard.
@@ -364,6 +373,15 @@ pub enum ShardQuery {
         since: u64,
         limit: usize,
     },
+    // teams
+    /// Up to `limit` policy violations numbered below `before`, newest first, only those of
+    /// `agent` when given.
+    ViolationList {
+        ws: String,
+        before: Option<u64>,
+        agent: Option<String>,
+        limit: usize,
+    },
 }
 
 /// The result of a [`ShardQuery`].
@@ -414,6 +432,9 @@ pub enum ShardReadResult {
     },
     /// A page of agent events.
     AgentEvents(Vec<AgentEvent>),
+    // teams
+    /// A page of policy violations, newest first.
+    Violations(Vec<violation::Violation>),
 }
 
 /// Key layout inside a shard's range. Workspace and names never contain `\0` (validated at the
@@ -611,6 +632,8 @@ pub fn apply<R: KvRead + ?Sized>(
             let base = txn.base();
             agents::apply(txn, base, shard, cmd, at_ms)?
         }
+        // teams
+        ShardCommand::RecordViolation(v) => violation::record(txn, v, at_ms)?,
     })
 }
 
@@ -690,6 +713,13 @@ pub fn query<R: KvRead>(kv: &R, q: &ShardQuery) -> Result<ShardReadResult, CoreE
         | ShardQuery::MessageGet { .. }
         | ShardQuery::InboxRead { .. }
         | ShardQuery::AgentEvents { .. } => agents::query(kv, q),
+        // teams
+        ShardQuery::ViolationList {
+            ws,
+            before,
+            agent,
+            limit,
+        } => violation::list(kv, ws, *before, agent.as_deref(), *limit),
     }
 }
 
