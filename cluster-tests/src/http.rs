@@ -42,3 +42,8 @@ pub async fn expect(req: RequestBuilder, status: u16, what: &str) -> Result<Valu
     }
     Ok(body)
 }
+
+/// [`expect`] without a description: the request's method and path are in the error anyway.
+pub async fn expect_status(req: RequestBuilder, status: u16) -> Result<Value> {
+    expect(req, status, "request").await
+}

@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+use conclave_cluster_tests::http::{expect, send};
 use conclave_cluster_tests::{wait_for, wait_until, Cluster, NodeClient};
 use futures::future::join_all;
 use reqwest::{Method, RequestBuilder};
@@ -19,35 +20,6 @@ use tracing::info;
 
 /// Deadline of waits in these tests.
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Sends `req`, returning the status and the JSON body (`Null` when there is none).
-async fn send(req: RequestBuilder) -> Result<(u16, Value)> {
-    let resp = req.send().await.context("request failed")?;
-    let status = resp.status().as_u16();
-    let text = resp.text().await?;
-    let body = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).with_context(|| format!("not json: {text}"))?
-    };
-    Ok((status, body))
-}
-
-/// Sends `req` and expects `status`, returning the body.
-async fn expect(req: RequestBuilder, status: u16, what: &str) -> Result<Value> {
-    let (got, body) = send(req).await.context(what.to_string())?;
-    ensure!(
-        got == status,
-        "{what}: expected {status}, got {got}: {body}"
-    );
-    if status >= 400 {
-        ensure!(
-            body["error"]["status"] == json!(status) && body["error"]["message"].is_string(),
-            "{what}: error body {body}"
-        );
-    }
-    Ok(body)
-}
 
 fn create(c: &NodeClient, body: Value) -> RequestBuilder {
     c.request(Method::POST, &["v1", "tasks"]).json(&body)

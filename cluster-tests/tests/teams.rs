@@ -13,12 +13,11 @@
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
+use conclave_cluster_tests::http::{expect_status as expect, send};
 use conclave_cluster_tests::{wait_for, wait_until, Cluster, NodeClient};
 use reqwest::{Method, RequestBuilder};
 use serde_json::{json, Value};
 
-/// Deadline for one request.
-const TIMEOUT: Duration = Duration::from_secs(30);
 /// Deadline for a write made through one node to show up on another.
 const VISIBLE: Duration = Duration::from_secs(20);
 
@@ -485,26 +484,6 @@ fn invoke(c: &NodeClient, skill: &str, agent: &str) -> RequestBuilder {
         &["v1", "skills", skill, "invoke"],
         json!({ "agent": agent }),
     )
-}
-
-/// Sends `request`: its status and JSON body (`null` when empty).
-async fn send(request: RequestBuilder) -> Result<(u16, Value)> {
-    let response = request.timeout(TIMEOUT).send().await?;
-    let status = response.status().as_u16();
-    let text = response.text().await?;
-    let body = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).with_context(|| format!("body is not JSON: {text}"))?
-    };
-    Ok((status, body))
-}
-
-/// Sends `request` and fails unless it answers `status`; its body.
-async fn expect(request: RequestBuilder, status: u16) -> Result<Value> {
-    let (got, body) = send(request).await?;
-    ensure!(got == status, "expected {status}, got {got}: {body}");
-    Ok(body)
 }
 
 fn items(page: &Value) -> Result<&Vec<Value>> {

@@ -8,29 +8,13 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+use conclave_cluster_tests::http::{expect_status as expect, send};
 use conclave_cluster_tests::{wait_until, Cluster, NodeClient};
-use reqwest::{Method, RequestBuilder};
+use reqwest::Method;
 use serde_json::{json, Value};
 
-/// Deadline for one request.
-const TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a change may take to reach a node's meta replica.
 const SPREAD: Duration = Duration::from_secs(20);
-
-/// Sends a request; its status and JSON body (null when it has none).
-async fn send(rb: RequestBuilder) -> Result<(u16, Value)> {
-    let resp = rb.timeout(TIMEOUT).send().await.context("request failed")?;
-    let status = resp.status().as_u16();
-    let text = resp.text().await?;
-    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
-}
-
-/// Sends a request and checks its status; its body.
-async fn expect(rb: RequestBuilder, status: u16) -> Result<Value> {
-    let (got, body) = send(rb).await?;
-    ensure!(got == status, "expected {status}, got {got}: {body}");
-    Ok(body)
-}
 
 /// A client of node `index` using `key`.
 fn as_key(cluster: &Cluster, index: usize, key: &str) -> Result<NodeClient> {

@@ -9,8 +9,9 @@
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
+use conclave_cluster_tests::http::expect_status as expect;
 use conclave_cluster_tests::{wait_until, Cluster, NodeClient};
-use reqwest::{Method, RequestBuilder};
+use reqwest::Method;
 use serde_json::{json, Value};
 
 /// Deadline for one request.
@@ -818,15 +819,6 @@ async fn create_key(admin: &NodeClient, name: &str, scope: &str) -> Result<(Stri
         key["id"].as_str().context("key id")?.to_string(),
         key["key"].as_str().context("key secret")?.to_string(),
     ))
-}
-
-/// Sends `request`, checks its status and returns its JSON body.
-async fn expect(request: RequestBuilder, status: u16) -> Result<Value> {
-    let response = request.timeout(TIMEOUT).send().await?;
-    let got = response.status().as_u16();
-    let text = response.text().await?;
-    ensure!(got == status, "expected {status}, got {got}: {text}");
-    serde_json::from_str(&text).with_context(|| format!("body is not JSON: {text}"))
 }
 
 /// `GET /v1/topics/{topic}/messages` with `query`; 200 expected.

@@ -653,22 +653,14 @@ pub(super) fn query<R: KvRead + ?Sized>(
 mod tests {
     use std::collections::BTreeMap;
 
-    use super::super::{apply as shard_apply, query as shard_query};
+    use super::super::query as shard_query;
     use super::*;
     use crate::error::ErrorCode;
 
     type Store = BTreeMap<Vec<u8>, Vec<u8>>;
 
     fn run(store: &mut Store, cmd: ShardCommand, at: u64) -> ShardResponse {
-        let mut txn = Txn::new(&*store);
-        let out = shard_apply(&mut txn, 5, &cmd, at).unwrap();
-        for (k, v) in txn.into_writes() {
-            match v {
-                Some(v) => store.insert(k, v),
-                None => store.remove(&k),
-            };
-        }
-        out
+        super::super::apply_to_map(store, 5, &cmd, at)
     }
 
     fn register(ws: &str, name: &str) -> ShardCommand {

@@ -723,6 +723,26 @@ pub fn query<R: KvRead>(kv: &R, q: &ShardQuery) -> Result<ShardReadResult, CoreE
     }
 }
 
+/// Applies `cmd` at `at` to an in-memory store on shard `shard` and writes its changes back,
+/// as a replica would: the apply tests' stand-in for storage.
+#[cfg(test)]
+pub(crate) fn apply_to_map(
+    store: &mut std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
+    shard: GroupId,
+    cmd: &ShardCommand,
+    at: u64,
+) -> ShardResponse {
+    let mut txn = Txn::new(&*store);
+    let out = apply(&mut txn, shard, cmd, at).expect("in-memory apply");
+    for (k, v) in txn.into_writes() {
+        match v {
+            Some(v) => store.insert(k, v),
+            None => store.remove(&k),
+        };
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

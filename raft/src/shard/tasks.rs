@@ -620,7 +620,7 @@ pub(super) fn list<R: KvRead + ?Sized>(
 mod tests {
     use std::collections::BTreeMap;
 
-    use super::super::{apply, query, ShardCommand, ShardQuery};
+    use super::super::{query, ShardCommand, ShardQuery};
     use super::*;
     use crate::error::ErrorCode;
 
@@ -628,15 +628,7 @@ mod tests {
 
     /// Applies one command at `at` to an in-memory store, as a replica would.
     fn run(store: &mut Store, cmd: ShardCommand, at: u64) -> ShardResponse {
-        let mut txn = Txn::new(&*store);
-        let out = apply(&mut txn, 3, &cmd, at).unwrap();
-        for (k, v) in txn.into_writes() {
-            match v {
-                Some(v) => store.insert(k, v),
-                None => store.remove(&k),
-            };
-        }
-        out
+        super::super::apply_to_map(store, 3, &cmd, at)
     }
 
     fn task(resp: ShardResponse) -> Task {

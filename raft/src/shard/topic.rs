@@ -575,22 +575,14 @@ pub(super) mod read {
 mod tests {
     use std::collections::BTreeMap;
 
-    use super::super::{apply, query, ShardCommand, ShardQuery, ShardReadResult, ShardResponse};
+    use super::super::{query, ShardCommand, ShardQuery, ShardReadResult, ShardResponse};
     use super::*;
     use crate::error::ErrorCode;
 
     type Store = BTreeMap<Vec<u8>, Vec<u8>>;
 
     fn run(store: &mut Store, cmd: ShardCommand, at: u64) -> ShardResponse {
-        let mut txn = Txn::new(&*store);
-        let out = apply(&mut txn, 3, &cmd, at).unwrap();
-        for (k, v) in txn.into_writes() {
-            match v {
-                Some(v) => store.insert(k, v),
-                None => store.remove(&k),
-            };
-        }
-        out
+        super::super::apply_to_map(store, 3, &cmd, at)
     }
 
     fn create(name: &str, retention_secs: u64) -> ShardCommand {
