@@ -4,8 +4,13 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use reqwest::RequestBuilder;
+use reqwest::{Method, RequestBuilder};
+
+use crate::{retry_until_ok, NodeClient};
 use serde_json::{json, Value};
+
+/// How long a new key may take to reach a node's meta replica.
+const KEY_SPREAD: Duration = Duration::from_secs(20);
 
 /// Deadline for one request.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -46,4 +51,15 @@ pub async fn expect(req: RequestBuilder, status: u16, what: &str) -> Result<Valu
 /// [`expect`] without a description: the request's method and path are in the error anyway.
 pub async fn expect_status(req: RequestBuilder, status: u16) -> Result<Value> {
     expect(req, status, "request").await
+}
+
+/// Waits until `client`'s API key is accepted by its node: a key made through another node
+/// works on this one once this node's meta replica has applied it.
+pub async fn wait_key_usable(client: &NodeClient) -> Result<()> {
+    retry_until_ok(KEY_SPREAD, async || {
+        let (status, body) = send(client.request(Method::GET, &["v1", "session", "me"])).await?;
+        ensure!(status == 200, "key not usable yet: {status} {body}");
+        anyhow::Ok(())
+    })
+    .await
 }

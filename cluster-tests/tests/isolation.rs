@@ -3,16 +3,11 @@
 //! list, and writing the same names there creates separate entities. Run `cargo build -p
 //! conclave-node` first.
 
-use std::time::Duration;
-
 use anyhow::{ensure, Context, Result};
-use conclave_cluster_tests::http::{expect, send};
-use conclave_cluster_tests::{retry_until_ok, Cluster};
+use conclave_cluster_tests::http::{expect, wait_key_usable};
+use conclave_cluster_tests::Cluster;
 use reqwest::Method;
 use serde_json::{json, Value};
-
-/// How long a new key may take to reach a node's meta replica.
-const SPREAD: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_workspace_sees_nothing_of_this_one() -> Result<()> {
@@ -55,12 +50,7 @@ async fn another_workspace_sees_nothing_of_this_one() -> Result<()> {
     let created = expect(created, 201, "workspace").await?;
     let secret = created["admin_key"]["key"].as_str().context("admin key")?;
     let b = cluster.api_with_key(2, Some(secret))?;
-    retry_until_ok(SPREAD, || async {
-        let (status, body) = send(b.request(Method::GET, &["v1", "session", "me"])).await?;
-        ensure!(status == 200, "new key not usable yet: {body}");
-        Ok(())
-    })
-    .await?;
+    wait_key_usable(&b).await?;
 
     // A's ids answer 404 to B, reads and writes alike.
     let not_found = [

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use anyhow::{ensure, Context, Result};
 use base64::Engine;
-use conclave_cluster_tests::http::{expect, send};
+use conclave_cluster_tests::http::{expect, send, wait_key_usable};
 use conclave_cluster_tests::{Cluster, NodeClient};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -173,6 +173,7 @@ async fn embeddings_search_exactly_across_shards() -> Result<()> {
     .await?;
     let reader = cluster.api(0).create_api_key("reader", "read").await?;
     let read_client = cluster.api_with_key(1, Some(&reader.key))?;
+    wait_key_usable(&read_client).await?;
     let denied = json!({"vector": [1.0, 0.0], "namespace": "circle"});
     expect(store(&read_client, denied), 403, "read key stores").await?;
     let body = json!({"vector": query, "k": 3, "namespace": "circle"});
@@ -291,6 +292,7 @@ async fn artifacts_upload_reference_and_download_from_any_node() -> Result<()> {
     expect(create_artifact(cluster.api(2), ftp), 400, "not http").await?;
     let reader = cluster.api(0).create_api_key("reader", "read").await?;
     let read_client = cluster.api_with_key(1, Some(&reader.key))?;
+    wait_key_usable(&read_client).await?;
     expect(
         create_artifact(&read_client, json!({"name": "r", "content": "a"})),
         403,
