@@ -7,8 +7,7 @@
 //! shows a write it answered at once, and a read on one node after a write through another
 //! waits for the write to show up there.
 //!
-//! Not covered: isolation from a second workspace, because the API cannot create one yet (a
-//! cluster has only its bootstrap workspace); the meta apply tests cover cross-workspace ids.
+//! Isolation from a second workspace is covered for every group in `isolation.rs`.
 
 use std::time::Duration;
 
@@ -456,6 +455,45 @@ impl State {
             skills: expect(get(admin, &["v1", "skills"], &[]), 200).await?,
         })
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_agent_loses_its_memberships_and_skills() -> Result<()> {
+    let cluster = Cluster::builder().nodes(3).start().await?;
+    let (n0, n1, n2) = (cluster.api(0), cluster.api(1), cluster.api(2));
+    expect(post(n0, &["v1", "agents"], json!({"name": "scout"})), 201).await?;
+    let team = expect(post(n1, &["v1", "teams"], json!({"name": "recon"})), 201).await?;
+    let team_id = str_field(&team, "id")?;
+    let skill = expect(post(n1, &["v1", "skills"], json!({"name": "survey"})), 201).await?;
+    let skill_id = str_field(&skill, "id")?;
+    expect(
+        post(
+            n1,
+            &["v1", "skills", &skill_id, "teams", &team_id],
+            json!({}),
+        ),
+        201,
+    )
+    .await?;
+    expect(add_agent(n1, &team_id, "scout"), 201).await?;
+    wait_until(
+        "the member may invoke through node 2",
+        VISIBLE,
+        async || Ok(send(invoke(n2, &skill_id, "scout")).await?.0 == 200),
+    )
+    .await?;
+
+    // Deleting the agent through node 0 removes it from the team; the same name registered
+    // again starts with no memberships, so its invocation is refused.
+    expect(delete(n0, &["v1", "agents", "scout"]), 200).await?;
+    expect(post(n2, &["v1", "agents"], json!({"name": "scout"})), 201).await?;
+    wait_until("the membership is gone on node 2", VISIBLE, async || {
+        let page = expect(get(n2, &["v1", "teams", &team_id, "members"], &[]), 200).await?;
+        Ok(items(&page)?.is_empty())
+    })
+    .await?;
+    expect(invoke(n2, &skill_id, "scout"), 403).await?;
+    Ok(())
 }
 
 fn get(c: &NodeClient, path: &[&str], query: &[(&str, &str)]) -> RequestBuilder {

@@ -9,9 +9,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use conclave_actors::{ClientRequest, ClientResponse};
+use conclave_raft::meta::teams::TeamsCommand;
 use conclave_raft::meta::Scope;
 use conclave_raft::shard::{Agent, AgentStatus};
-use conclave_raft::{ShardCommand, ShardQuery, ShardReadResult, ShardResponse};
+use conclave_raft::{MetaCommand, ShardCommand, ShardQuery, ShardReadResult, ShardResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -325,7 +326,7 @@ async fn disconnect(
     }
 }
 
-/// Removes an agent and its inbox.
+/// Removes an agent, its inbox and its team memberships.
 #[utoipa::path(delete, path = "/v1/agents/{id}", tag = TAG,
     params(("id" = String, Path, description = "The agent's id (its name)")),
     responses((status = 200, description = "The agent was removed", body = Deleted)))]
@@ -339,9 +340,26 @@ async fn delete(
     let group = shard(&state, &caller.workspace, "agent", &id)?;
     let cmd = ShardCommand::AgentDelete {
         ws: caller.workspace.clone(),
-        name: id,
+        name: id.clone(),
     };
-    match run(&state, group, ClientRequest::Write(cmd)).await? {
+    let deleted = run(&state, group, ClientRequest::Write(cmd)).await;
+    // The memberships live in the meta group: a second write, made also when the agent is
+    // already gone, so retrying a delete that failed between the two writes finishes it.
+    let gone = match &deleted {
+        Ok(_) => true,
+        Err(e) => e.status == axum::http::StatusCode::NOT_FOUND,
+    };
+    if gone {
+        let forget = TeamsCommand::ForgetAgent {
+            workspace: caller.workspace.clone(),
+            agent: id,
+        };
+        state
+            .router
+            .execute_meta(MetaCommand::Teams(forget))
+            .await?;
+    }
+    match deleted? {
         ClientResponse::Write(ShardResponse::Deleted(name)) => Ok(Json(Deleted::new(name))),
         other => Err(unexpected(other)),
     }

@@ -174,6 +174,9 @@ pub enum TeamsCommand {
         skill: String,
         team: String,
     },
+    /// Removes a deleted agent from every team of its workspace, so an agent registered later
+    /// under the same name inherits none of its memberships (and none of its skills).
+    ForgetAgent { workspace: String, agent: String },
 }
 
 /// The result of a [`TeamsCommand`].
@@ -442,6 +445,16 @@ impl Teams {
                     ))),
                 }
             }
+            TeamsCommand::ForgetAgent { workspace, agent } => {
+                for t in self
+                    .teams
+                    .values_mut()
+                    .filter(|t| &t.workspace == workspace)
+                {
+                    t.members_mut(MemberKind::Agent).remove(agent);
+                }
+                Ok(TeamsReply::Removed)
+            }
         }
     }
 }
@@ -465,6 +478,49 @@ mod tests {
     use super::*;
     use crate::error::ErrorCode;
     use crate::meta::{MetaCommand, Workspace};
+
+    #[test]
+    fn a_forgotten_agent_leaves_every_team_of_its_workspace_only() {
+        let mut m = state();
+        let mut team = |ws: &str, name: &str| match run(
+            &mut m,
+            TeamsCommand::CreateTeam {
+                workspace: ws.into(),
+                name: name.into(),
+                description: String::new(),
+            },
+        ) {
+            Ok(TeamsReply::Team(t)) => t.id,
+            other => panic!("create team: {other:?}"),
+        };
+        let (t1, t2, t3) = (team("a", "one"), team("a", "two"), team("b", "three"));
+        for (ws, t) in [("a", &t1), ("a", &t2), ("b", &t3)] {
+            let add = TeamsCommand::AddMember {
+                workspace: ws.into(),
+                team: t.clone(),
+                kind: MemberKind::Agent,
+                member: "scout".into(),
+            };
+            run(&mut m, add).expect("add member");
+        }
+        let forget = TeamsCommand::ForgetAgent {
+            workspace: "a".into(),
+            agent: "scout".into(),
+        };
+        run(&mut m, forget).expect("forget");
+        let member = |m: &MetaState, ws: &str, t: &str| {
+            m.teams
+                .team(ws, t)
+                .expect("team")
+                .agents
+                .contains_key("scout")
+        };
+        assert!(!member(&m, "a", &t1) && !member(&m, "a", &t2));
+        assert!(
+            member(&m, "b", &t3),
+            "another workspace's team is untouched"
+        );
+    }
 
     /// A meta state with workspaces `a` and `b`.
     fn state() -> MetaState {
