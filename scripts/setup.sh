@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what building Conclave needs on a Debian machine (run as root): Debian's RocksDB,
+# Installs what building and testing Conclave needs on a Debian machine (run as root): Debian's RocksDB,
 # which the build links instead of compiling RocksDB from source, and libclang for bindgen.
 # A Rust toolchain (cargo) must already be on PATH. Safe to run again: installs only what is missing.
 set -euo pipefail
@@ -16,12 +16,3 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install a Rust toolchain first" >&2; exit 1; }
 
-# Schemathesis checks the running API against its own OpenAPI document in the test suite; it
-# lives in a virtualenv outside the checkout, pinned, installed once.
-venv="${CONCLAVE_VENV:-$HOME/.cache/conclave/venv}"
-schemathesis_version="4.32.5"
-if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$schemathesis_version"; then
-  echo "installing schemathesis $schemathesis_version into $venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$schemathesis_version"
-fi

@@ -4,6 +4,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# Schemathesis checks the running API against its own OpenAPI document in the test suite; it
+# lives in a virtualenv outside the checkout, pinned, installed once.
+venv="${CONCLAVE_VENV:-$HOME/.cache/conclave/venv}"
+schemathesis_version="4.32.5"
+if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$schemathesis_version"; then
+  echo "installing schemathesis $schemathesis_version into $venv"
+  python3 -m venv "$venv"
+  # Hypothesis pinned too: its releases have broken the JSON Schema generator before.
+  "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$schemathesis_version" "hypothesis==6.170.15"
+fi
+export CONCLAVE_SCHEMATHESIS="$venv/bin/schemathesis"
 # Builds are cached outside the checkout so repeated runs (and CI) stay fast.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/conclave/target}"
 cargo build -p conclave-node
