@@ -1,7 +1,7 @@
 //! The HTTP routes, one module per resource.
 
-mod artifacts;
 mod agents;
+mod artifacts;
 mod cluster;
 mod context;
 mod embeddings;
@@ -66,8 +66,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// The whole HTTP application: every documented route, `/openapi.json` and the `/docs` page.
 pub fn app(state: AppState) -> Router {
-    let (router, doc) = documented(state.max_artifact_bytes)
-        .split_for_parts();
+    let (router, doc) = documented(state.max_artifact_bytes).split_for_parts();
     router
         .merge(SwaggerUi::new("/docs").url("/openapi.json", crate::openapi::finish(doc)))
         .fallback(|| async { ApiError::not_found("no such route") })
