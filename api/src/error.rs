@@ -133,7 +133,9 @@ where
                 "invalid json body: the body must be a JSON object",
             ));
         }
-        serde_json::from_str(raw.get())
+        // The error names the field at fault (`mode: unknown variant ...`).
+        let mut de = serde_json::Deserializer::from_str(raw.get());
+        serde_path_to_error::deserialize(&mut de)
             .map(ApiJson)
             .map_err(|e| ApiError::bad_request(format!("invalid json body: {e}")))
     }
