@@ -327,3 +327,89 @@ pub fn limit(v: Option<usize>, default: usize) -> Result<usize, ApiError> {
         Some(n) => Ok(n),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct Ints {
+        #[serde(default, deserialize_with = "lenient_int")]
+        n: Option<u64>,
+        #[serde(default, deserialize_with = "lenient_int")]
+        p: Option<i32>,
+    }
+
+    #[derive(Deserialize)]
+    struct Vector {
+        #[serde(deserialize_with = "exact_numbers")]
+        v: Vec<f64>,
+    }
+
+    fn ints(json: &str) -> Result<(Option<u64>, Option<i32>), serde_json::Error> {
+        serde_json::from_str::<Ints>(json).map(|i| (i.n, i.p))
+    }
+
+    #[test]
+    fn integers_may_be_written_with_a_zero_fraction_but_stay_in_range() {
+        assert_eq!(
+            ints(r#"{"n": 156.0, "p": -3}"#).unwrap(),
+            (Some(156), Some(-3))
+        );
+        assert_eq!(ints(r#"{"n": null}"#).unwrap(), (None, None));
+        assert_eq!(ints("{}").unwrap(), (None, None));
+        assert!(ints(r#"{"n": 1.5}"#).is_err());
+        assert!(ints(r#"{"n": -1}"#).is_err());
+        assert!(ints(r#"{"n": "1"}"#).is_err());
+        assert!(ints(r#"{"p": 2147483648}"#).is_err());
+        // int64 in the document: nothing above i64::MAX, even for an unsigned field.
+        assert!(ints(r#"{"n": 9223372036854775808}"#).is_err());
+        assert_eq!(
+            ints(r#"{"n": 9223372036854775807}"#).unwrap().0,
+            Some(i64::MAX as u64)
+        );
+    }
+
+    #[test]
+    fn vector_numbers_are_parsed_exactly() {
+        let max = f64::from(f32::MAX);
+        let v: Vector = serde_json::from_str(&format!(r#"{{"v": [{max:e}, -1.5, 0]}}"#)).unwrap();
+        assert_eq!(v.v, vec![max, -1.5, 0.0]);
+        // Python's shortest spelling of the next float above f32::MAX stays above it.
+        let v: Vector = serde_json::from_str(r#"{"v": [-3.402823466385289e+38]}"#).unwrap();
+        assert!(v.v[0].abs() > max);
+        assert!(serde_json::from_str::<Vector>(r#"{"v": ["1"]}"#).is_err());
+        assert!(serde_json::from_str::<Vector>(r#"{"v": [null]}"#).is_err());
+        assert!(serde_json::from_str::<Vector>(r#"{"v": 1}"#).is_err());
+    }
+
+    #[test]
+    fn agent_refs_and_cursors_follow_their_schemas() {
+        assert_eq!(agent_ref("a", "agent:bot-1").unwrap(), "bot-1");
+        assert_eq!(agent_ref("a", "bot-1").unwrap(), "bot-1");
+        for bad in [
+            "",
+            "agent:",
+            "a:b",
+            "agent:a:b",
+            "bad name",
+            &"x".repeat(129),
+        ] {
+            assert!(agent_ref("a", bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(digits_cursor("c", "42").unwrap(), 42);
+        for bad in ["", "+1", "-1", "1.0", "12345678901234567890"] {
+            assert!(digits_cursor("c", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn text_limits_count_characters_and_blank_is_not_given() {
+        assert!(text("t", &"é".repeat(512), 512, true).is_ok());
+        assert!(text("t", &"é".repeat(513), 512, true).is_err());
+        assert!(text("t", " \u{3000}\t", 512, true).is_err());
+        assert!(text("t", "", 512, false).is_ok());
+    }
+}

@@ -125,7 +125,7 @@ impl Config {
             fig = fig.merge(Toml::file(f));
         }
         let config: Config = fig
-            .merge(Env::prefixed("CONCLAVE_").only(&FIELDS))
+            .merge(Env::prefixed("CONCLAVE_").only(FIELDS))
             .merge(Serialized::defaults(flags))
             .extract()
             .context("invalid configuration")?;

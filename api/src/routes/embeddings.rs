@@ -178,7 +178,9 @@ fn check_vector(v: &[f64]) -> ApiResult<Vec<f32>> {
             "vector must have 1 to {MAX_DIMENSION} numbers"
         )));
     }
-    if v.iter().any(|x| !(x.abs() <= f64::from(f32::MAX))) {
+    if v.iter()
+        .any(|x| !x.is_finite() || x.abs() > f64::from(f32::MAX))
+    {
         return Err(ApiError::bad_request(
             "vector numbers must be within the range of a 32-bit float",
         ));

@@ -266,9 +266,9 @@ fn save<R: KvRead + ?Sized>(txn: &mut Txn<'_, R>, ws: &str, before: Option<&Task
     );
 }
 
-fn add_note(task: &mut Task, at: u64, by: &str, text: &str) -> Result<(), ShardResponse> {
+fn add_note(task: &mut Task, at: u64, by: &str, text: &str) -> Result<(), CoreError> {
     if task.notes.len() >= MAX_NOTES {
-        return Err(conflict(format!(
+        return Err(CoreError::conflict(format!(
             "task {} already has {MAX_NOTES} notes, the most it keeps",
             task.id
         )));
@@ -386,7 +386,7 @@ pub(super) fn approve<R: KvRead + ?Sized>(
     }
     if let Some(text) = note {
         if let Err(refused) = add_note(&mut task, at_ms, by, text) {
-            return Ok(refused);
+            return Ok(ShardResponse::Refused(refused));
         }
     }
     task.status = TaskStatus::Open;
@@ -510,7 +510,7 @@ pub(super) fn update<R: KvRead + ?Sized>(
     if let Some(text) = &patch.note {
         let by = patch.agent.as_deref().unwrap_or(&patch.by);
         if let Err(refused) = add_note(&mut task, at_ms, by, text) {
-            return Ok(refused);
+            return Ok(ShardResponse::Refused(refused));
         }
     }
     task.updated_at = at_ms;
