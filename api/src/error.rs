@@ -113,10 +113,33 @@ impl IntoResponse for ApiError {
 /// Result of a handler.
 pub type ApiResult<T> = Result<T, ApiError>;
 
-/// A JSON body whose rejection is an [`ApiError`] (400, or 413 past the body limit).
-#[derive(Debug, axum::extract::FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// A JSON object body whose rejection is an [`ApiError`] (400, or 413 past the body limit).
+/// Only an object is taken (serde would also fill a struct from an array, by position).
+#[derive(Debug)]
 pub struct ApiJson<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let axum::Json(raw) =
+            axum::Json::<Box<serde_json::value::RawValue>>::from_request(req, state).await?;
+        if !raw.get().trim_start().starts_with('{') {
+            return Err(ApiError::bad_request(
+                "invalid json body: the body must be a JSON object",
+            ));
+        }
+        // The error names the field at fault (`mode: unknown variant ...`).
+        let mut de = serde_json::Deserializer::from_str(raw.get());
+        serde_path_to_error::deserialize(&mut de)
+            .map(ApiJson)
+            .map_err(|e| ApiError::bad_request(format!("invalid json body: {e}")))
+    }
+}
 
 /// Path parameters whose rejection is an [`ApiError`] (400).
 #[derive(Debug, axum::extract::FromRequestParts)]

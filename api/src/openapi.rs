@@ -10,7 +10,10 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use crate::validate::{KeyString, NameString};
+use crate::validate::{
+    AgentNameString, AgentRefString, DigitsCursorString, IdempotencyKeyString, KeyString,
+    NameString, TopicAclCursorString,
+};
 
 /// Name of the bearer security scheme in the document.
 pub const BEARER: &str = "api_key";
@@ -28,7 +31,17 @@ const PUBLIC_PATHS: &[&str] = &["/healthz", "/readyz"];
             `Authorization: Bearer <api key>`; a key is scoped to one workspace with \
             `read`, `full` or `admin` permissions.",
     ),
-    components(schemas(ErrorBody, ErrorDetail, NameString, KeyString))
+    components(schemas(
+        ErrorBody,
+        ErrorDetail,
+        NameString,
+        KeyString,
+        AgentNameString,
+        AgentRefString,
+        DigitsCursorString,
+        TopicAclCursorString,
+        IdempotencyKeyString,
+    ))
 )]
 pub struct ApiDoc;
 

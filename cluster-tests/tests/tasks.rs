@@ -205,7 +205,19 @@ async fn approval_and_scopes_decide_who_may_create_approve_and_claim() -> Result
     )
     .await?;
     expect(claim(&full[1], &only_id, "a", 0), 400, "zero lease").await?;
-    expect(patch(&full[1], &only_id, json!({})), 400, "empty patch").await?;
+    // A patch with nothing to change answers the task as it is.
+    let unchanged = expect(patch(&full[1], &only_id, json!({})), 200, "empty patch").await?;
+    let current = expect(get(&full[1], &only_id), 200, "get after empty patch").await?;
+    ensure!(
+        unchanged == current,
+        "empty patch answered {unchanged}, task is {current}"
+    );
+    expect(
+        patch(&full[1], &only_id, json!({ "status": "done" })),
+        409,
+        "status change without the holder's agent and fencing token",
+    )
+    .await?;
     expect(get(&full[2], "task_1_999999"), 404, "unknown id").await?;
     expect(get(&full[2], "nonsense"), 404, "malformed id").await?;
     expect(

@@ -403,7 +403,7 @@ async fn workspaces_are_isolated_and_settings_are_validated() -> Result<()> {
         json!({ "default_retention_hours": 0 }),
         json!({ "name": "bad name!" }),
         json!({ "colour": "red" }),
-        json!({}),
+        json!([null, null]),
     ] {
         expect(
             admin
@@ -428,6 +428,18 @@ async fn workspaces_are_isolated_and_settings_are_validated() -> Result<()> {
         200,
     )
     .await?;
+    // An empty patch changes nothing and answers the workspace as it is.
+    let unchanged = expect(
+        admin
+            .request(Method::PATCH, &["v1", "workspaces", &home, "settings"])
+            .json(&json!({})),
+        200,
+    )
+    .await?;
+    ensure!(
+        unchanged["settings"] == before["settings"] && unchanged["name"] == before["name"],
+        "empty patch answered {unchanged}, workspace is {before}"
+    );
     ensure!(before["settings"]["task_mode"] == "auto", "{before}");
     ensure!(
         before["settings"]["presence_timeout_secs"] == 30,

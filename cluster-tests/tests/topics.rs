@@ -693,7 +693,7 @@ async fn restricted_topics_enforce_acl_on_every_node() -> Result<()> {
         api(0)
             .request(Method::POST, &["v1", "topics", "secret", "acl"])
             .json(&json!({ "principal": "key:key_999", "permissions": ["read"] })),
-        404,
+        409,
     )
     .await?;
     expect(

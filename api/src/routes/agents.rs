@@ -23,16 +23,16 @@ use super::{json_text, json_value, run, scatter, shard, unexpected, Deleted, Pag
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 use crate::state::AppState;
-use crate::validate;
+use crate::validate::{self, AgentNameString, CapabilityString};
 
 const TAG: &str = "Agents";
 
-/// Longest agent description, bytes.
-pub const MAX_AGENT_DESCRIPTION_BYTES: usize = 4 * 1024;
+/// Longest agent description, characters.
+pub const MAX_AGENT_DESCRIPTION_CHARS: usize = 4 * 1024;
 /// Most capabilities of one agent.
 pub const MAX_CAPABILITIES: usize = 64;
-/// Longest capability, bytes.
-pub const MAX_CAPABILITY_BYTES: usize = 128;
+/// Longest capability, characters.
+pub const MAX_CAPABILITY_CHARS: usize = 128;
 /// Largest metadata object (agents and messages), bytes of JSON.
 pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 
@@ -45,21 +45,10 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(delete))
 }
 
-/// An agent name: as [`validate::name`] but without `:` (it would be ambiguous in
-/// `agent:NAME` addresses).
-pub(super) fn agent_name(field: &str, v: &str) -> ApiResult<()> {
-    validate::name(field, v)?;
-    if v.contains(':') {
-        return Err(ApiError::bad_request(format!(
-            "{field} must not contain ':'"
-        )));
-    }
-    Ok(())
-}
-
 /// An agent id from a path: one that cannot name an agent answers 404.
 fn path_agent(id: &str) -> ApiResult<()> {
-    agent_name("id", id).map_err(|_| ApiError::not_found(format!("agent {id:?} not found")))
+    validate::agent_name("id", id)
+        .map_err(|_| ApiError::not_found(format!("agent {id:?} not found")))
 }
 
 /// Metadata: a JSON object of at most [`MAX_METADATA_BYTES`]; absent means `{}`.
@@ -81,13 +70,31 @@ pub(super) fn metadata_text(field: &str, v: Option<&Value>) -> ApiResult<String>
     }
 }
 
-/// A body that must be empty or an empty JSON object.
+/// The body of heartbeat and disconnect: nothing, or an empty JSON object.
+pub(super) struct EmptyAgentBody;
+
+impl utoipa::PartialSchema for EmptyAgentBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Object)
+            .additional_properties(Some(
+                utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+            ))
+            .description(Some("Empty: this request takes no fields"))
+            .into()
+    }
+}
+
+impl ToSchema for EmptyAgentBody {}
+
+/// A body that must be empty, `null` or an empty JSON object.
 fn empty_body(body: &Bytes) -> ApiResult<()> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(());
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) if m.is_empty() => Ok(()),
+        Ok(Value::Null) => Ok(()),
         _ => Err(ApiError::bad_request(
             "this request takes no body: send nothing or {}",
         )),
@@ -99,12 +106,16 @@ fn empty_body(body: &Bytes) -> ApiResult<()> {
 #[serde(deny_unknown_fields)]
 pub(super) struct RegisterAgentBody {
     /// 1 to 128 of letters, digits, `.`, `_`, `-`; unique in the workspace; also the agent's id.
+    #[schema(value_type = AgentNameString)]
     name: String,
-    /// Free text, at most 4 KiB.
+    /// Free text, at most 4096 characters.
+    #[schema(max_length = 4096)]
     description: Option<String>,
-    /// Up to 64 strings of 1 to 128 bytes.
+    /// Up to 64 strings of 1 to 128 characters, no control characters.
+    #[schema(value_type = Option<Vec<CapabilityString>>, max_items = 64)]
     capabilities: Option<Vec<String>>,
     /// A JSON object, at most 16 KiB.
+    #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
 }
 
@@ -161,12 +172,12 @@ async fn register(
     ApiJson(body): ApiJson<RegisterAgentBody>,
 ) -> ApiResult<(StatusCode, Json<AgentView>)> {
     caller.require(Scope::Full)?;
-    agent_name("name", &body.name)?;
+    validate::agent_name("name", &body.name)?;
     let description = body.description.unwrap_or_default();
     validate::text(
         "description",
         &description,
-        MAX_AGENT_DESCRIPTION_BYTES,
+        MAX_AGENT_DESCRIPTION_CHARS,
         false,
     )?;
     let capabilities = body.capabilities.unwrap_or_default();
@@ -176,9 +187,14 @@ async fn register(
         )));
     }
     for c in &capabilities {
-        if c.is_empty() || c.len() > MAX_CAPABILITY_BYTES || c.chars().any(char::is_control) {
+        validate::key("capability", c).map_err(|_| {
+            ApiError::bad_request(format!(
+                "each capability must be 1 to {MAX_CAPABILITY_CHARS} characters with no control characters"
+            ))
+        })?;
+        if c.chars().count() > MAX_CAPABILITY_CHARS {
             return Err(ApiError::bad_request(format!(
-                "each capability must be 1 to {MAX_CAPABILITY_BYTES} bytes with no control characters"
+                "each capability must be 1 to {MAX_CAPABILITY_CHARS} characters with no control characters"
             )));
         }
     }
@@ -209,11 +225,13 @@ async fn register(
 #[into_params(parameter_in = Query)]
 pub(super) struct AgentListQuery {
     /// Only agents with this status.
+    #[param(inline)]
     status: Option<AgentStatus>,
     /// Page size, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// `next_cursor` of the previous page.
+    #[param(value_type = Option<AgentNameString>)]
     cursor: Option<String>,
 }
 
@@ -228,7 +246,7 @@ async fn list(
     caller.require(Scope::Read)?;
     let limit = validate::limit(q.limit, super::DEFAULT_PAGE)?;
     if let Some(c) = &q.cursor {
-        agent_name("cursor", c)?;
+        validate::agent_name("cursor", c)?;
     }
     let pages = scatter(&state, |_| {
         ClientRequest::Read(ShardQuery::AgentList {
@@ -271,8 +289,8 @@ pub(super) struct HeartbeatView {
 /// Records a presence heartbeat: the agent is online until `timeout_secs` pass without one.
 /// Only the offline→online transition is written to the cluster.
 #[utoipa::path(post, path = "/v1/agents/{id}/heartbeat", tag = TAG,
-    params(("id" = String, Path, description = "The agent's id (its name)")),
-    request_body(content = Option<Value>, description = "Empty, or `{}`"),
+    params(("id" = AgentNameString, Path, description = "The agent's id (its name)")),
+    request_body(content = Option<EmptyAgentBody>, description = "Empty, or `{}`"),
     responses((status = 200, description = "The agent is online", body = HeartbeatView)))]
 async fn heartbeat(
     State(state): State<AppState>,
@@ -301,8 +319,8 @@ async fn heartbeat(
 
 /// Marks an agent offline now (a no-op when it already is); a later heartbeat brings it back.
 #[utoipa::path(post, path = "/v1/agents/{id}/disconnect", tag = TAG,
-    params(("id" = String, Path, description = "The agent's id (its name)")),
-    request_body(content = Option<Value>, description = "Empty, or `{}`"),
+    params(("id" = AgentNameString, Path, description = "The agent's id (its name)")),
+    request_body(content = Option<EmptyAgentBody>, description = "Empty, or `{}`"),
     responses((status = 200, description = "The agent, offline", body = AgentView)))]
 async fn disconnect(
     State(state): State<AppState>,
@@ -328,7 +346,7 @@ async fn disconnect(
 
 /// Removes an agent, its inbox and its team memberships.
 #[utoipa::path(delete, path = "/v1/agents/{id}", tag = TAG,
-    params(("id" = String, Path, description = "The agent's id (its name)")),
+    params(("id" = AgentNameString, Path, description = "The agent's id (its name)")),
     responses((status = 200, description = "The agent was removed", body = Deleted)))]
 async fn delete(
     State(state): State<AppState>,

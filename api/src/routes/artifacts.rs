@@ -30,8 +30,9 @@ const TAG: &str = "Artifacts";
 const MAX_URL_CHARS: usize = 2048;
 /// Longest content type, characters.
 const MAX_CONTENT_TYPE_CHARS: usize = 128;
-/// An http(s) URL of printable ASCII.
-const URL_PATTERN: &str = r"^https?://[!-~]+$";
+/// An http(s) URL of printable ASCII whose host part (up to the first `/`, `?` or `#`) holds
+/// only the characters RFC 3986 allows there outside an IP literal (no `[` `]`).
+const URL_PATTERN: &str = r"^https?://[A-Za-z0-9._~%!$&'()*+,;=:@-]+([/?#][!-~]*)?$";
 /// A MIME type `type/subtype`.
 const CONTENT_TYPE_PATTERN: &str = r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+$";
 /// Padded standard base64; trailing bits are not checked, so every string the pattern above
@@ -114,8 +115,12 @@ pub(super) struct ReferenceArtifact {
     /// Its name, 1 to 256 characters.
     #[schema(value_type = KeyString)]
     name: String,
-    /// An http or https URL of printable ASCII, up to 2048 characters.
-    #[schema(pattern = r"^https?://[!-~]+$", max_length = 2048)]
+    /// An http or https URL of printable ASCII, up to 2048 characters; its host part
+    /// (up to the first `/`, `?` or `#`) has letters, digits and `._~%!$&'()*+,;=:@-`.
+    #[schema(
+        pattern = r"^https?://[A-Za-z0-9._~%!$&'()*+,;=:@-]+([/?#][!-~]*)?$",
+        max_length = 2048
+    )]
     url: String,
     /// MIME type of what the URL serves (default `application/octet-stream`).
     #[schema(
@@ -193,8 +198,15 @@ fn check_url(v: &str) -> ApiResult<()> {
     let rest = v
         .strip_prefix("http://")
         .or_else(|| v.strip_prefix("https://"));
+    let authority_char = |c: char| c.is_ascii_alphanumeric() || "._~%!$&'()*+,;=:@-".contains(c);
     let ok = v.chars().count() <= MAX_URL_CHARS
-        && rest.is_some_and(|r| !r.is_empty() && r.chars().all(|c| ('!'..='~').contains(&c)));
+        && rest.is_some_and(|r| {
+            let end = r.find(['/', '?', '#']).unwrap_or(r.len());
+            let (authority, tail) = r.split_at(end);
+            !authority.is_empty()
+                && authority.chars().all(authority_char)
+                && tail.chars().all(|c| ('!'..='~').contains(&c))
+        });
     if ok {
         Ok(())
     } else {
@@ -381,5 +393,32 @@ async fn content(
                 .into_response())
         }
         _ => Err(ApiError::internal("unexpected artifact answer")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_url;
+
+    #[test]
+    fn reference_urls_have_a_plain_host_part() {
+        for ok in [
+            "https://example.com",
+            "http://user@host:8080/a/b?c=[1]#frag",
+            "https://h?q",
+        ] {
+            assert!(check_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "ftp://example.com",
+            "https://",
+            "http://[",
+            "http://a[b]/c",
+            "https://exa mple.com",
+            "https://host/é",
+            "https:///path",
+        ] {
+            assert!(check_url(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -67,7 +67,8 @@ pub(super) struct StoreEmbeddingBody {
     id: Option<String>,
     /// The vector; every vector of a namespace has the dimension of its first.
     #[schema(value_type = VectorSchema)]
-    vector: Vec<f32>,
+    #[serde(deserialize_with = "validate::exact_numbers")]
+    vector: Vec<f64>,
     /// Namespace (default `default`): searches look within one.
     #[schema(value_type = Option<NameString>)]
     namespace: Option<String>,
@@ -133,9 +134,11 @@ pub(super) struct ListEmbeddingsQuery {
 pub(super) struct SearchBody {
     /// The query vector, of the namespace's dimension.
     #[schema(value_type = VectorSchema)]
-    vector: Vec<f32>,
+    #[serde(deserialize_with = "validate::exact_numbers")]
+    vector: Vec<f64>,
     /// How many hits, 1 to 100 (default 10).
     #[schema(minimum = 1, maximum = 100)]
+    #[serde(default, deserialize_with = "crate::validate::lenient_int")]
     k: Option<usize>,
     /// Namespace searched (default `default`).
     #[schema(value_type = Option<NameString>)]
@@ -167,19 +170,22 @@ pub(super) struct SearchResults {
     items: Vec<SearchHit>,
 }
 
-/// Checks a vector: finite numbers (JSON numbers beyond the 32-bit range arrive infinite).
-fn check_vector(v: &[f32]) -> ApiResult<()> {
+/// Checks a vector (read as 64-bit numbers, so a number just beyond the 32-bit range is
+/// refused rather than rounded into it) and returns it as 32-bit floats.
+fn check_vector(v: &[f64]) -> ApiResult<Vec<f32>> {
     if v.is_empty() || v.len() > MAX_DIMENSION {
         return Err(ApiError::bad_request(format!(
             "vector must have 1 to {MAX_DIMENSION} numbers"
         )));
     }
-    if v.iter().any(|x| !x.is_finite()) {
+    if v.iter()
+        .any(|x| !x.is_finite() || x.abs() > f64::from(f32::MAX))
+    {
         return Err(ApiError::bad_request(
             "vector numbers must be within the range of a 32-bit float",
         ));
     }
-    Ok(())
+    Ok(v.iter().map(|&x| x as f32).collect())
 }
 
 /// The namespace's dimension as this node knows it.
@@ -208,7 +214,7 @@ async fn store(
     ApiJson(body): ApiJson<StoreEmbeddingBody>,
 ) -> ApiResult<(StatusCode, Json<EmbeddingView>)> {
     caller.require(Scope::Full)?;
-    check_vector(&body.vector)?;
+    let vector = check_vector(&body.vector)?;
     let namespace = body.namespace.unwrap_or_else(|| DEFAULT_NAMESPACE.into());
     validate::name("namespace", &namespace)?;
     let id = match body.id {
@@ -219,9 +225,9 @@ async fn store(
         None => new_id("emb"),
     };
     let text = body.text.unwrap_or_default();
-    validate::text("text", &text, validate::MAX_DESCRIPTION_BYTES, false)?;
+    validate::text("text", &text, validate::MAX_DESCRIPTION_CHARS, false)?;
     let metadata = validate::metadata(body.metadata)?;
-    let dim = body.vector.len();
+    let dim = vector.len();
     match known_dimension(&state, &caller.workspace, &namespace) {
         Some(have) if have as usize != dim => {
             return Err(dimension_conflict(&namespace, have, dim))
@@ -248,7 +254,7 @@ async fn store(
         ws: caller.workspace.clone(),
         id,
         namespace,
-        vector: body.vector,
+        vector,
         text,
         metadata,
     });
@@ -321,7 +327,7 @@ async fn search(
     ApiJson(body): ApiJson<SearchBody>,
 ) -> ApiResult<Json<SearchResults>> {
     caller.require(Scope::Read)?;
-    check_vector(&body.vector)?;
+    let vector = check_vector(&body.vector)?;
     let namespace = body.namespace.unwrap_or_else(|| DEFAULT_NAMESPACE.into());
     validate::name("namespace", &namespace)?;
     let k = body.k.unwrap_or(DEFAULT_K);
@@ -336,8 +342,8 @@ async fn search(
     match known_dimension(&state, &caller.workspace, &namespace) {
         // Nothing was ever stored in the namespace (as far as this node has applied).
         None => return Ok(Json(SearchResults { items: Vec::new() })),
-        Some(have) if have as usize != body.vector.len() => {
-            return Err(dimension_conflict(&namespace, have, body.vector.len()))
+        Some(have) if have as usize != vector.len() => {
+            return Err(dimension_conflict(&namespace, have, vector.len()))
         }
         Some(_) => {}
     }
@@ -345,7 +351,7 @@ async fn search(
         ClientRequest::Read(ShardQuery::Embedding(EmbeddingQuery::Search {
             ws: caller.workspace.clone(),
             namespace: namespace.clone(),
-            vector: body.vector.clone(),
+            vector: vector.clone(),
             k,
             min_score: body.min_score,
         }))

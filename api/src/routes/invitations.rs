@@ -22,7 +22,7 @@ use super::{Deleted, Page, PageQuery};
 use crate::auth::{hash_secret, new_secret, random_token, secret_prefix, Caller};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 use crate::state::AppState;
-use crate::validate;
+use crate::validate::{self, EmailString, KeyString, UserNameString};
 
 const TAG: &str = "Invitations";
 /// Start of every invitation token.
@@ -31,10 +31,10 @@ const TOKEN_PREFIX: &str = "cvi_";
 const DEFAULT_EXPIRES_IN_SECS: u64 = 7 * 24 * 3600;
 /// Longest lifetime of an invitation: 30 days.
 const MAX_EXPIRES_IN_SECS: u64 = 30 * 24 * 3600;
-/// Longest email address, bytes.
-const MAX_EMAIL_BYTES: usize = 254;
-/// Longest display name, bytes.
-const MAX_USER_NAME_BYTES: usize = 128;
+/// Longest email address, characters.
+const MAX_EMAIL_CHARS: usize = 254;
+/// Longest display name, characters.
+const MAX_USER_NAME_CHARS: usize = 128;
 
 /// The routes of this module, with their documentation.
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -56,13 +56,13 @@ fn is_id(s: &str) -> bool {
 
 fn email(v: &Option<String>) -> ApiResult<()> {
     if let Some(e) = v {
-        let ok = e.len() <= MAX_EMAIL_BYTES
+        let ok = e.chars().count() <= MAX_EMAIL_CHARS
             && !e.chars().any(|c| c.is_control() || c.is_whitespace())
             && e.split_once('@')
                 .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty());
         if !ok {
             return Err(ApiError::bad_request(format!(
-                "email must be an address like name@example.com, at most {MAX_EMAIL_BYTES} bytes"
+                "email must be an address like name@example.com, at most {MAX_EMAIL_CHARS} characters"
             )));
         }
     }
@@ -128,12 +128,14 @@ pub(super) struct NewInvitation {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateInvitationBody {
-    /// Who it is meant for.
+    /// Who it is meant for: an address like `name@example.com`, at most 254 characters.
+    #[schema(value_type = Option<EmailString>)]
     email: Option<String>,
     /// Scope of the key the new member gets (default `full`).
     scope: Option<Scope>,
     /// Lifetime, seconds, 1 to 2592000 (default 604800, 7 days).
     #[schema(minimum = 1, maximum = 2592000)]
+    #[serde(default, deserialize_with = "crate::validate::lenient_int")]
     expires_in_secs: Option<u64>,
 }
 
@@ -184,6 +186,7 @@ pub(super) struct ListInvitationsQuery {
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// `next_cursor` of the previous page.
+    #[param(value_type = Option<KeyString>)]
     cursor: Option<String>,
 }
 
@@ -274,10 +277,11 @@ async fn get_by_token(
     }))
 }
 
-/// Revokes an invitation of the workspace by its id (`inv_<n>`; admin keys only): its token
-/// stops working. Revoking again changes nothing; an accepted invitation answers 409.
+/// Revokes an invitation of the workspace by its id (`inv_<n>`) or its token (admin keys
+/// only): its token stops working. Revoking again changes nothing; an accepted invitation
+/// answers 409.
 #[utoipa::path(delete, path = "/v1/invitations/{token}", tag = TAG,
-    params(("token" = String, Path, description = "The invitation's id (`inv_<n>`); this position holds a token only in the public GET")),
+    params(("token" = String, Path, description = "The invitation's id (`inv_<n>`) or its token (`cvi_…`)")),
     responses((status = 200, description = "The invitation was revoked", body = Deleted)))]
 async fn revoke(
     State(state): State<AppState>,
@@ -285,9 +289,19 @@ async fn revoke(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Deleted>> {
     caller.require(Scope::Admin)?;
-    if !is_id(&id) {
-        return Err(ApiError::not_found(format!("invitation {id:?} not found")));
-    }
+    let unknown = || ApiError::not_found(format!("invitation {id:?} not found"));
+    let id = if is_token(&id) {
+        state.meta_barrier().await?;
+        let meta = state.groups().meta().read().expect("meta lock");
+        meta.invitation_by_token_hash(&hash_secret(&id))
+            .filter(|i| i.workspace == caller.workspace)
+            .map(|i| i.id.clone())
+            .ok_or_else(unknown)?
+    } else if is_id(&id) {
+        id
+    } else {
+        return Err(unknown());
+    };
     let cmd = TenancyCommand::RevokeInvitation {
         ws: caller.workspace,
         id,
@@ -302,9 +316,12 @@ async fn revoke(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AcceptInvitationBody {
-    /// The new user's display name, 1 to 128 bytes.
+    /// The new user's display name, 1 to 128 characters, not only whitespace, no control
+    /// characters.
+    #[schema(value_type = UserNameString)]
     name: String,
     /// The new user's address, when the invitation names none.
+    #[schema(value_type = Option<EmailString>)]
     email: Option<String>,
 }
 
@@ -335,7 +352,7 @@ async fn accept(
     if !is_token(&token) {
         return Err(ApiError::not_found("no such invitation"));
     }
-    validate::text("name", &body.name, MAX_USER_NAME_BYTES, true)?;
+    validate::text("name", &body.name, MAX_USER_NAME_CHARS, true)?;
     if body.name.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
             "name must not contain control characters",

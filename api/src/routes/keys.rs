@@ -16,7 +16,7 @@ use super::{Page, PageQuery};
 use crate::auth::{hash_secret, new_secret, secret_prefix, Caller};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 use crate::state::AppState;
-use crate::validate::{self, NameString};
+use crate::validate::{self, KeyString, NameString};
 
 const TAG: &str = "API Keys";
 
@@ -76,6 +76,7 @@ pub(super) struct ListApiKeysQuery {
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// `next_cursor` of the previous page.
+    #[param(value_type = Option<KeyString>)]
     cursor: Option<String>,
 }
 
@@ -106,7 +107,7 @@ async fn list(
 /// Revokes (disables) a key of the workspace; revoking a revoked key changes nothing. The
 /// workspace's last live admin key cannot be revoked (409).
 #[utoipa::path(post, path = "/v1/api-keys/{id}/revoke", tag = TAG,
-    params(("id" = String, Path, description = "The key's id")),
+    params(("id" = KeyString, Path, description = "The key's id")),
     responses((status = 200, description = "The key, with `revoked_at` set", body = ApiKeyView)))]
 async fn revoke(
     State(state): State<AppState>,
@@ -128,7 +129,7 @@ async fn revoke(
 /// Gives a live key a new secret: the old one stops working in the same step (409 if the key
 /// is revoked).
 #[utoipa::path(post, path = "/v1/api-keys/{id}/rotate", tag = TAG,
-    params(("id" = String, Path, description = "The key's id")),
+    params(("id" = KeyString, Path, description = "The key's id")),
     responses((status = 200, description = "The key with its new secret (shown only here)", body = ApiKeyWithSecret)))]
 async fn rotate(
     State(state): State<AppState>,

@@ -27,19 +27,21 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::agents::{agent_name, metadata_text};
+use super::agents::metadata_text;
 use super::{json_text, json_value, run, scatter, shard, unexpected};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult};
 use crate::state::AppState;
-use crate::validate;
+use crate::validate::{
+    self, AgentRefString, IdempotencyKeyString, MessageIdString, MessageToString,
+};
 
 const TAG: &str = "Messages";
 
 /// Largest message body, bytes of JSON.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
-/// Longest idempotency key, bytes.
-pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 128;
+/// Longest idempotency key, characters (visible ASCII).
+pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 128;
 /// Most recipients of one broadcast.
 pub const MAX_BROADCAST_RECIPIENTS: usize = 10_000;
 /// The header carrying an idempotency key.
@@ -56,19 +58,25 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 pub(super) struct SendMessageBody {
     /// `agent:NAME` for a direct message, or `broadcast` for every agent of the workspace
     /// (except the sender).
+    #[schema(value_type = MessageToString)]
     to: String,
     /// Any JSON value, at most 256 KiB.
     body: Value,
     /// The sending agent, `agent:NAME` (or `NAME`); it must exist.
+    #[schema(value_type = Option<AgentRefString>)]
     from: Option<String>,
     /// A JSON object, at most 16 KiB.
+    #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
     /// `low`, `normal` (default), `high` or `urgent`.
     priority: Option<Priority>,
-    /// Id of the message this one answers (of this workspace).
+    /// Id of the message this one answers (of this workspace; 404 when there is none).
+    #[schema(value_type = Option<MessageIdString>)]
     reply_to: Option<String>,
-    /// Makes a retried send return the original message instead of sending again (at most
-    /// 128 bytes; remembered 24 h). Also accepted as the `Idempotency-Key` header.
+    /// Makes a retried send return the original message instead of sending again (1 to 128
+    /// visible ASCII characters, no spaces; remembered 24 h). Also accepted as the
+    /// `Idempotency-Key` header, which wins when both are given.
+    #[schema(value_type = Option<IdempotencyKeyString>)]
     idempotency_key: Option<String>,
 }
 
@@ -120,16 +128,10 @@ impl MessageView {
 
 /// An agent address: `agent:NAME`, or a bare `NAME`.
 fn agent_address(field: &str, v: &str) -> ApiResult<String> {
-    let name = v.strip_prefix("agent:").unwrap_or(v);
-    agent_name(field, name).map_err(|_| {
-        ApiError::bad_request(format!(
-            "{field} must be agent:NAME with a valid agent name"
-        ))
-    })?;
-    Ok(name.to_string())
+    validate::agent_ref(field, v).map(str::to_string)
 }
 
-/// The idempotency key of a send, from the body or the header (which must agree).
+/// The idempotency key of a send, from the header or else the body.
 fn idempotency_key(headers: &HeaderMap, body: Option<String>) -> ApiResult<Option<String>> {
     let header = match headers.get(IDEMPOTENCY_HEADER) {
         None => None,
@@ -139,22 +141,17 @@ fn idempotency_key(headers: &HeaderMap, body: Option<String>) -> ApiResult<Optio
                 .to_string(),
         ),
     };
-    let key = match (header, body) {
-        (Some(h), Some(b)) if h != b => {
-            return Err(ApiError::bad_request(
-                "the Idempotency-Key header and idempotency_key differ",
-            ))
-        }
-        (h, b) => h.or(b),
-    };
-    if let Some(k) = &key {
-        if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY_BYTES || k.chars().any(char::is_control) {
+    for k in header.iter().chain(body.iter()) {
+        if k.is_empty()
+            || k.len() > MAX_IDEMPOTENCY_KEY_CHARS
+            || !k.bytes().all(|b| b.is_ascii_graphic())
+        {
             return Err(ApiError::bad_request(format!(
-                "idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} bytes with no control characters"
+                "idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} visible ASCII characters without spaces"
             )));
         }
     }
-    Ok(key)
+    Ok(header.or(body))
 }
 
 async fn agent_exists(state: &AppState, ws: &str, name: &str) -> ApiResult<()> {
@@ -213,7 +210,8 @@ async fn all_agents(state: &AppState, ws: &str) -> ApiResult<Vec<String>> {
 /// sequence. With an idempotency key a retry returns the original message (200) and delivers
 /// nothing twice; the same key with a different request is a 409.
 #[utoipa::path(post, path = "/v1/messages", tag = TAG, request_body = SendMessageBody,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Same as `idempotency_key`")),
+    params(("Idempotency-Key" = Option<IdempotencyKeyString>, Header,
+        description = "Same as `idempotency_key` (wins when both are given)")),
     responses((status = 201, description = "Sent", body = MessageView),
         (status = 200, description = "A retry: the message first sent with this idempotency key", body = MessageView)))]
 async fn send(
@@ -357,10 +355,24 @@ async fn send(
     Ok((status, Json(MessageView::new(*message, seq))))
 }
 
-/// The thread a reply to `id` belongs to (400 when `id` is no message of this workspace).
+/// The thread a reply to `id` belongs to: 400 when `id` is not shaped like a message id
+/// (schema: [`MessageIdString`]), 404 when it is no message of this workspace.
 async fn thread_of(state: &AppState, ws: &str, id: &str) -> ApiResult<String> {
+    let shaped = id
+        .strip_prefix("msg_")
+        .and_then(|r| r.split_once('_'))
+        .is_some_and(|(a, b)| {
+            [a, b]
+                .iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()))
+        });
+    if !shaped || id.len() > 64 {
+        return Err(ApiError::bad_request(
+            "reply_to must be a message id, msg_<shard>_<n>, of at most 64 characters",
+        ));
+    }
     let unknown = || {
-        ApiError::bad_request(format!(
+        ApiError::not_found(format!(
             "reply_to {id:?} is not a message of this workspace"
         ))
     };
@@ -413,9 +425,11 @@ fn payload_hash(
 #[into_params(parameter_in = Query)]
 pub(super) struct InboxQuery {
     /// Whose inbox: `NAME` or `agent:NAME`.
+    #[param(value_type = AgentRefString)]
     agent: String,
     /// Return messages with a sequence above this (default 0: from the start).
-    since: Option<u64>,
+    #[param(minimum = 0)]
+    since: Option<i64>,
     /// Page size, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
@@ -485,7 +499,7 @@ async fn list(
     caller.require(Scope::Read)?;
     let agent = agent_address("agent", &q.agent)?;
     let limit = validate::limit(q.limit, super::DEFAULT_PAGE)?;
-    let since = q.since.unwrap_or(0);
+    let since = validate::seq("since", q.since)?.unwrap_or(0);
     let group = shard(&state, &caller.workspace, "agent", &agent)?;
     let req = ClientRequest::Read(ShardQuery::InboxRead {
         ws: caller.workspace.clone(),

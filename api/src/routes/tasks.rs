@@ -10,7 +10,7 @@ use axum::Json;
 use conclave_actors::{ClientRequest, ClientResponse};
 use conclave_raft::command::now_ms;
 use conclave_raft::meta::Scope;
-use conclave_raft::shard::tasks::{MAX_LEASE_SECS, MAX_NOTE_BYTES};
+use conclave_raft::shard::tasks::{MAX_LEASE_SECS, MAX_NOTE_CHARS};
 use conclave_raft::shard::{
     shard_of_task_id, Task, TaskMode, TaskNote, TaskPatch, TaskStatus, DEFAULT_LEASE_SECS,
 };
@@ -25,7 +25,7 @@ use super::{json_text, json_value, run, shard, unexpected, Page, DEFAULT_PAGE};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 use crate::state::AppState;
-use crate::validate;
+use crate::validate::{self, DigitsCursorString, NameString};
 
 const TAG: &str = "Tasks";
 
@@ -47,14 +47,22 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateTaskBody {
-    /// Short title, 1 to 512 bytes.
+    /// Short title, 1 to 512 characters, not only whitespace.
+    #[schema(
+        min_length = 1,
+        max_length = 512,
+        pattern = r"[^\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     title: String,
-    /// Longer text, up to 16 KiB.
+    /// Longer text, up to 16384 characters.
     #[serde(default)]
+    #[schema(max_length = 16384)]
     description: String,
     /// Larger is more urgent (default 0); informational.
+    #[serde(default, deserialize_with = "crate::validate::lenient_int")]
     priority: Option<i32>,
     /// Any JSON object, up to 16 KiB (default `{}`).
+    #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
     /// `auto` (default: claimable at once), `approval` (claimable after an admin's approve) or
     /// `claim_only` (agents may claim but not create: needs an admin key).
@@ -66,8 +74,11 @@ pub(super) struct CreateTaskBody {
 #[serde(deny_unknown_fields)]
 pub(super) struct ClaimTaskBody {
     /// The claiming agent's name.
+    #[schema(value_type = NameString)]
     agent: String,
     /// Lease length, 1 to 86400 seconds (default 60).
+    #[schema(minimum = 1, maximum = 86400)]
+    #[serde(default, deserialize_with = "crate::validate::lenient_int")]
     lease_secs: Option<u64>,
 }
 
@@ -75,7 +86,12 @@ pub(super) struct ClaimTaskBody {
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ApproveTaskBody {
-    /// A note to keep on the task, up to 4 KiB.
+    /// A note to keep on the task, 1 to 4096 characters, not only whitespace.
+    #[schema(
+        min_length = 1,
+        max_length = 4096,
+        pattern = r"[^\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     note: Option<String>,
 }
 
@@ -86,13 +102,22 @@ pub(super) struct UpdateTaskBody {
     /// `in_progress`, `done`, `failed`, `open` (release): by the holder, with `agent` and
     /// `fencing_token`; `cancelled`: by an admin key.
     status: Option<TaskStatus>,
-    /// A note to append, up to 4 KiB.
+    /// A note to append, 1 to 4096 characters, not only whitespace.
+    #[schema(
+        min_length = 1,
+        max_length = 4096,
+        pattern = r"[^\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     note: Option<String>,
     /// Renew the lease to end this many seconds from now (1 to 86400), by the holder.
+    #[schema(minimum = 1, maximum = 86400)]
+    #[serde(default, deserialize_with = "crate::validate::lenient_int")]
     lease_secs: Option<u64>,
     /// The holder's agent name.
+    #[schema(value_type = Option<NameString>)]
     agent: Option<String>,
     /// The holder's fencing token, from its claim.
+    #[serde(default, deserialize_with = "crate::validate::lenient_int")]
     fencing_token: Option<u64>,
 }
 
@@ -106,6 +131,7 @@ pub(super) struct ListTasksQuery {
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// `next_cursor` of the previous page.
+    #[param(value_type = Option<DigitsCursorString>)]
     cursor: Option<String>,
 }
 
@@ -236,11 +262,11 @@ async fn create(
             "only an admin key may create a claim_only task; agents may claim it",
         ));
     }
-    validate::text("title", &body.title, validate::MAX_TITLE_BYTES, true)?;
+    validate::text("title", &body.title, validate::MAX_TITLE_CHARS, true)?;
     validate::text(
         "description",
         &body.description,
-        validate::MAX_DESCRIPTION_BYTES,
+        validate::MAX_DESCRIPTION_CHARS,
         false,
     )?;
     let metadata = match &body.metadata {
@@ -280,9 +306,7 @@ async fn list(
     let limit = validate::limit(q.limit, DEFAULT_PAGE)?;
     let after = match &q.cursor {
         None => None,
-        Some(c) => Some(c.parse::<u64>().map_err(|_| {
-            ApiError::bad_request("cursor must be the next_cursor of a previous page")
-        })?),
+        Some(c) => Some(validate::digits_cursor("cursor", c)?),
     };
     let group = shard(&state, &caller.workspace, "queue", DEFAULT_QUEUE)?;
     let query = ShardQuery::TaskList {
@@ -359,7 +383,7 @@ async fn approve(
     let body = body?.map(|Json(b)| b).unwrap_or_default();
     let group = task_shard(&state, &id)?;
     if let Some(note) = &body.note {
-        validate::text("note", note, MAX_NOTE_BYTES, true)?;
+        validate::text("note", note, MAX_NOTE_CHARS, true)?;
     }
     let cmd = ShardCommand::TaskApprove {
         ws: caller.workspace.clone(),
@@ -388,23 +412,22 @@ async fn update(
     }
     let group = task_shard(&state, &id)?;
     if body.status.is_none() && body.note.is_none() && body.lease_secs.is_none() {
-        return Err(ApiError::bad_request(
-            "give at least one of status, note, lease_secs",
-        ));
+        // Nothing to change: the task as it is.
+        let q = ShardQuery::TaskGet {
+            ws: caller.workspace.clone(),
+            id,
+        };
+        return task_result(run(&state, group, ClientRequest::Read(q)).await?);
     }
     if let Some(note) = &body.note {
-        validate::text("note", note, MAX_NOTE_BYTES, true)?;
+        validate::text("note", note, MAX_NOTE_CHARS, true)?;
     }
     if let Some(agent) = &body.agent {
         validate::name("agent", agent)?;
     }
     if let Some(secs) = body.lease_secs {
+        // With a status that ends the lease, the apply refuses it (409).
         lease("lease_secs", secs)?;
-        if body.status.is_some_and(|s| !s.holds_lease()) {
-            return Err(ApiError::bad_request(
-                "lease_secs renews a held lease; it cannot go with a status that ends it",
-            ));
-        }
     }
     let patch = TaskPatch {
         agent: body.agent,
@@ -414,11 +437,6 @@ async fn update(
         lease_secs: body.lease_secs,
         by: caller.key_id,
     };
-    if patch.needs_holder() && (patch.agent.is_none() || patch.fencing_token.is_none()) {
-        return Err(ApiError::bad_request(
-            "agent and fencing_token are required to change the status or renew the lease",
-        ));
-    }
     let cmd = ShardCommand::TaskUpdate {
         ws: caller.workspace.clone(),
         id,

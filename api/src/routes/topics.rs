@@ -25,7 +25,13 @@ use super::{json_text, json_value, run, scatter, shard, unexpected, Deleted, Pag
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 use crate::state::AppState;
-use crate::validate;
+use crate::validate::{
+    self, AgentRefString, NameString, TopicAclCursorString, TopicPrincipalString,
+};
+use utoipa::openapi::schema::{
+    AdditionalProperties, AnyOfBuilder, ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type,
+};
+use utoipa::openapi::RefOr;
 
 const TAG: &str = "Topics";
 
@@ -39,8 +45,11 @@ const MAX_RETENTION_SECS: u64 = MAX_RETENTION_HOURS * 3600;
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 /// Largest message metadata, bytes of JSON text.
 const MAX_METADATA_BYTES: usize = 16 * 1024;
-/// Longest topic description, bytes.
-const MAX_TOPIC_DESCRIPTION_BYTES: usize = 4096;
+/// Longest topic description, characters.
+const MAX_TOPIC_DESCRIPTION_CHARS: usize = 4096;
+/// Largest sequence number a subscription may start from (the largest integer JSON numbers
+/// carry exactly).
+const MAX_SEQ: u64 = (1 << 53) - 1;
 /// Topic names that would shadow other routes under `/v1/topics/`.
 const RESERVED_TOPIC_NAMES: &[&str] = &["subscriptions"];
 
@@ -57,21 +66,86 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(grant_acl, list_acl))
 }
 
-/// Body of `POST /v1/topics`.
-#[derive(Deserialize, ToSchema)]
+/// Body of `POST /v1/topics` (its schema, [`CreateTopicBody::schema`], also says that
+/// `retention_hours` and `retention_secs` do not go together).
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateTopicBody {
     /// 1 to 128 of letters, digits, `.`, `_`, `-`, `:`; `subscriptions` is reserved.
     name: String,
-    /// Free text, up to 4096 bytes.
+    /// Free text, up to 4096 characters.
     description: Option<String>,
     /// How long messages are kept, 1 to 8760 hours (default 168: 7 days).
+    #[serde(default, deserialize_with = "crate::validate::lenient_int")]
     retention_hours: Option<u64>,
     /// Retention in seconds instead of hours, 1 to 31536000 (not with `retention_hours`).
+    #[serde(default, deserialize_with = "crate::validate::lenient_int")]
     retention_secs: Option<u64>,
     /// `open` (default) or `restricted` (needs an admin key).
     access: Option<TopicAccessMode>,
 }
+
+impl utoipa::PartialSchema for CreateTopicBody {
+    /// Either retention field may be given, not both: one object shape per choice.
+    fn schema() -> RefOr<Schema> {
+        fn nullable(types: Type) -> SchemaType {
+            SchemaType::from_iter([types, Type::Null])
+        }
+        let null = || ObjectBuilder::new().schema_type(Type::Null);
+        let hours = || {
+            ObjectBuilder::new()
+                .schema_type(nullable(Type::Integer))
+                .minimum(Some(1))
+                .maximum(Some(MAX_RETENTION_HOURS as f64))
+                .description(Some(
+                    "How long messages are kept, 1 to 8760 hours (default 168: 7 days)",
+                ))
+        };
+        let secs = || {
+            ObjectBuilder::new()
+                .schema_type(nullable(Type::Integer))
+                .minimum(Some(1))
+                .maximum(Some(MAX_RETENTION_SECS as f64))
+                .description(Some(
+                    "Retention in seconds instead of hours, 1 to 31536000 (not with retention_hours)",
+                ))
+        };
+        let shape = |hours: ObjectBuilder, secs: ObjectBuilder| {
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property("name", NameString::schema())
+                .required("name")
+                .property(
+                    "description",
+                    ObjectBuilder::new()
+                        .schema_type(nullable(Type::String))
+                        .max_length(Some(MAX_TOPIC_DESCRIPTION_CHARS))
+                        .description(Some("Free text, up to 4096 characters")),
+                )
+                .property("retention_hours", hours)
+                .property("retention_secs", secs)
+                .property(
+                    "access",
+                    OneOfBuilder::new()
+                        .item(null())
+                        .item(TopicAccessMode::schema())
+                        .description(Some(
+                            "`open` (default) or `restricted` (needs an admin key)",
+                        )),
+                )
+                .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+        };
+        AnyOfBuilder::new()
+            .item(shape(hours(), null()))
+            .item(shape(null(), secs()))
+            .description(Some(
+                "A new topic; `retention_hours` or `retention_secs`, not both",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for CreateTopicBody {}
 
 /// A topic.
 #[derive(Serialize, ToSchema)]
@@ -116,8 +190,10 @@ pub(super) struct PublishTopicBody {
     /// Any JSON value, up to 256 KiB as JSON text.
     body: Value,
     /// The publishing agent: `NAME` or `agent:NAME`; on a restricted topic its ACL entry counts.
+    #[schema(value_type = Option<AgentRefString>)]
     from: Option<String>,
     /// A JSON object, up to 16 KiB.
+    #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
 }
 
@@ -138,11 +214,14 @@ pub(super) struct TopicPublished {
 pub(super) struct TopicMessagesQuery {
     /// Read messages after this sequence (default 0, or the subscription's cursor with `agent`).
     /// With `agent`, also acknowledges every message up to it (the cursor moves to it).
-    since: Option<u64>,
+    #[param(minimum = 0)]
+    since: Option<i64>,
     /// Page size, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
-    /// A subscribed agent: without `since`, reading resumes from its server-side cursor.
+    /// A subscribed agent (`NAME` or `agent:NAME`): without `since`, reading resumes from its
+    /// server-side cursor.
+    #[param(value_type = Option<AgentRefString>)]
     agent: Option<String>,
 }
 
@@ -190,10 +269,12 @@ pub(super) struct TopicMessagePage {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SubscribeTopicBody {
-    /// The subscribing agent's name.
+    /// The subscribing agent's name (`NAME` or `agent:NAME`).
+    #[schema(value_type = AgentRefString)]
     agent: String,
     /// Where reading starts: `"latest"` (default: only new messages), `"earliest"` (the oldest
     /// retained message) or a sequence number (that message first).
+    #[schema(value_type = Option<SubscribeFromSchema>)]
     from: Option<Value>,
 }
 
@@ -232,7 +313,8 @@ impl TopicSubscriptionView {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(super) struct TopicAgentQuery {
-    /// The agent's name.
+    /// The agent's name (`NAME` or `agent:NAME`).
+    #[param(value_type = AgentRefString)]
     agent: String,
 }
 
@@ -240,12 +322,14 @@ pub(super) struct TopicAgentQuery {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(super) struct TopicSubscriptionsQuery {
-    /// The agent whose subscriptions to list.
+    /// The agent whose subscriptions to list (`NAME` or `agent:NAME`).
+    #[param(value_type = AgentRefString)]
     agent: String,
     /// Page size, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page (a topic name).
+    #[param(value_type = Option<NameString>)]
     cursor: Option<String>,
 }
 
@@ -284,8 +368,10 @@ pub(super) struct TopicAccessView {
 #[serde(deny_unknown_fields)]
 pub(super) struct GrantTopicAclBody {
     /// `agent:NAME` or `key:ID` (a key of this workspace).
+    #[schema(value_type = TopicPrincipalString)]
     principal: String,
     /// A non-empty subset of `read`, `publish`.
+    #[schema(min_items = 1)]
     permissions: Vec<TopicPermission>,
 }
 
@@ -329,6 +415,18 @@ pub(super) struct TopicAclPage {
     next_cursor: Option<String>,
 }
 
+/// `?cursor=&limit=` of the topic list.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct TopicListQuery {
+    /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<usize>,
+    /// `next_cursor` of the previous page (a topic name).
+    #[param(value_type = Option<NameString>)]
+    cursor: Option<String>,
+}
+
 /// `?cursor=&limit=` of the ACL list.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -337,6 +435,7 @@ pub(super) struct TopicAclQuery {
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// `next_cursor` of the previous page (an entry id).
+    #[param(value_type = Option<TopicAclCursorString>)]
     cursor: Option<String>,
 }
 
@@ -353,10 +452,31 @@ fn topic_name(field: &str, name: &str) -> ApiResult<()> {
 
 /// An agent named by a client: `NAME` or `agent:NAME`.
 fn agent_name(field: &str, v: &str) -> ApiResult<String> {
-    let name = v.strip_prefix("agent:").unwrap_or(v);
-    validate::name(field, name)?;
-    Ok(name.to_string())
+    validate::agent_ref(field, v).map(str::to_string)
 }
+
+/// Where a subscription starts: `"latest"`, `"earliest"` or a sequence number.
+pub(super) struct SubscribeFromSchema;
+
+impl utoipa::PartialSchema for SubscribeFromSchema {
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["latest", "earliest"])),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0))
+                    .maximum(Some(MAX_SEQ as f64)),
+            )
+            .into()
+    }
+}
+
+impl ToSchema for SubscribeFromSchema {}
 
 /// The topic's access mode as this node's meta replica knows it.
 fn access_mode(state: &AppState, ws: &str, topic: &str) -> TopicAccessMode {
@@ -432,7 +552,7 @@ async fn create(
     validate::text(
         "description",
         &description,
-        MAX_TOPIC_DESCRIPTION_BYTES,
+        MAX_TOPIC_DESCRIPTION_CHARS,
         false,
     )?;
     let retention_secs = match (body.retention_hours, body.retention_secs) {
@@ -504,15 +624,15 @@ async fn create(
 }
 
 /// Lists the workspace's topics in name order, gathered from every shard.
-#[utoipa::path(get, path = "/v1/topics", tag = TAG, params(super::PageQuery),
+#[utoipa::path(get, path = "/v1/topics", tag = TAG, params(TopicListQuery),
     responses((status = 200, description = "A page of topics in name order", body = Page<TopicView>)))]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(q): ApiQuery<super::PageQuery>,
+    ApiQuery(q): ApiQuery<TopicListQuery>,
 ) -> ApiResult<Json<Page<TopicView>>> {
     caller.require(Scope::Read)?;
-    let limit = q.limit()?;
+    let limit = validate::limit(q.limit, DEFAULT_PAGE)?;
     if let Some(c) = &q.cursor {
         validate::name("cursor", c)?;
     }
@@ -548,7 +668,7 @@ async fn list(
 /// name starts at sequence 1 with no subscribers and an open access mode. A restricted topic
 /// needs an admin key.
 #[utoipa::path(delete, path = "/v1/topics/{name}", tag = TAG,
-    params(("name" = String, Path, description = "The topic")),
+    params(("name" = NameString, Path, description = "The topic")),
     responses((status = 200, description = "The topic was deleted", body = Deleted)))]
 async fn delete(
     State(state): State<AppState>,
@@ -639,7 +759,7 @@ async fn subscriptions(
 
 /// Subscribes an agent (201); an existing subscription answers 200 with its cursor unchanged.
 #[utoipa::path(post, path = "/v1/topics/{name}/subscribe", tag = TAG,
-    params(("name" = String, Path, description = "The topic")),
+    params(("name" = NameString, Path, description = "The topic")),
     request_body = SubscribeTopicBody,
     responses((status = 201, description = "The new subscription", body = TopicSubscriptionView),
         (status = 200, description = "The agent was already subscribed", body = TopicSubscriptionView)))]
@@ -656,11 +776,17 @@ async fn subscribe(
         None => SubscribeFrom::Latest,
         Some(Value::String(s)) if s == "latest" => SubscribeFrom::Latest,
         Some(Value::String(s)) if s == "earliest" => SubscribeFrom::Earliest,
-        Some(v) if v.as_u64().is_some() => SubscribeFrom::Seq(v.as_u64().unwrap_or_default()),
+        // An integer, also when spelled `3.0`.
+        Some(Value::Number(n))
+            if n.as_f64()
+                .is_some_and(|f| f >= 0.0 && f.fract() == 0.0 && f <= MAX_SEQ as f64) =>
+        {
+            SubscribeFrom::Seq(n.as_f64().unwrap_or_default() as u64)
+        }
         Some(_) => {
-            return Err(ApiError::bad_request(
-                "from must be \"latest\", \"earliest\" or a sequence number",
-            ))
+            return Err(ApiError::bad_request(format!(
+                "from must be \"latest\", \"earliest\" or a sequence number up to {MAX_SEQ}"
+            )))
         }
     };
     check_access(&state, &caller, &name, Some(&agent), TopicPermission::Read)?;
@@ -686,7 +812,7 @@ async fn subscribe(
 
 /// Removes an agent's subscription.
 #[utoipa::path(delete, path = "/v1/topics/{name}/subscribe", tag = TAG,
-    params(("name" = String, Path, description = "The topic"), TopicAgentQuery),
+    params(("name" = NameString, Path, description = "The topic"), TopicAgentQuery),
     responses((status = 200, description = "The subscription was removed", body = TopicUnsubscribed)))]
 async fn unsubscribe(
     State(state): State<AppState>,
@@ -715,7 +841,7 @@ async fn unsubscribe(
 
 /// Publishes a message; it gets the topic's next sequence number.
 #[utoipa::path(post, path = "/v1/topics/{name}/publish", tag = TAG,
-    params(("name" = String, Path, description = "The topic")),
+    params(("name" = NameString, Path, description = "The topic")),
     request_body = PublishTopicBody,
     responses((status = 201, description = "The message's sequence", body = TopicPublished)))]
 async fn publish(
@@ -781,7 +907,7 @@ async fn publish(
 /// Reads a topic's retained history after `since`. With `agent` (a subscriber), no `since`
 /// resumes from the subscription's cursor, and a `since` first acknowledges up to it.
 #[utoipa::path(get, path = "/v1/topics/{name}/messages", tag = TAG,
-    params(("name" = String, Path, description = "The topic"), TopicMessagesQuery),
+    params(("name" = NameString, Path, description = "The topic"), TopicMessagesQuery),
     responses((status = 200, description = "A page of messages", body = TopicMessagePage)))]
 async fn messages(
     State(state): State<AppState>,
@@ -806,7 +932,7 @@ async fn messages(
     )?;
     let ws = caller.workspace.clone();
     let group = shard(&state, &ws, "topic", &name)?;
-    let since = match (&agent, q.since) {
+    let since = match (&agent, validate::seq("since", q.since)?) {
         (None, since) => since.unwrap_or(0),
         (Some(agent), Some(since)) => {
             // Acknowledging moves only this subscription's own cursor, so a read key may.
@@ -855,7 +981,7 @@ async fn messages(
 
 /// Sets a topic's access mode (admin keys only).
 #[utoipa::path(patch, path = "/v1/topics/{name}/access", tag = TAG,
-    params(("name" = String, Path, description = "The topic")),
+    params(("name" = NameString, Path, description = "The topic")),
     request_body = SetTopicAccessBody,
     responses((status = 200, description = "The topic's access mode", body = TopicAccessView)))]
 async fn set_access(
@@ -886,7 +1012,7 @@ async fn set_access(
 /// Grants permissions on a topic to an agent or a key (admin keys only); granting to a
 /// principal that has an entry merges the permissions into it (200).
 #[utoipa::path(post, path = "/v1/topics/{name}/acl", tag = TAG,
-    params(("name" = String, Path, description = "The topic")),
+    params(("name" = NameString, Path, description = "The topic")),
     request_body = GrantTopicAclBody,
     responses((status = 201, description = "The new entry", body = TopicAclEntryView),
         (status = 200, description = "The principal's entry, with the permissions merged",
@@ -906,7 +1032,7 @@ async fn grant_acl(
     }
     let principal = match body.principal.split_once(':') {
         Some(("agent", agent)) => {
-            validate::name("principal", agent)?;
+            validate::agent_name("principal", agent)?;
             format!("agent:{agent}")
         }
         Some(("key", id)) => {
@@ -920,7 +1046,10 @@ async fn grant_acl(
                 .get(id)
                 .is_some_and(|k| k.workspace == caller.workspace);
             if !known {
-                return Err(ApiError::not_found(format!("api key {id:?} not found")));
+                // The topic (the path's resource) exists; the key it names does not.
+                return Err(ApiError::conflict(format!(
+                    "principal key:{id} is no api key of this workspace"
+                )));
             }
             format!("key:{id}")
         }
@@ -952,7 +1081,7 @@ async fn grant_acl(
 
 /// Lists a topic's ACL entries in creation order, with its access mode (admin keys only).
 #[utoipa::path(get, path = "/v1/topics/{name}/acl", tag = TAG,
-    params(("name" = String, Path, description = "The topic"), TopicAclQuery),
+    params(("name" = NameString, Path, description = "The topic"), TopicAclQuery),
     responses((status = 200, description = "The topic's mode and a page of its entries",
         body = TopicAclPage)))]
 async fn list_acl(
@@ -969,6 +1098,7 @@ async fn list_acl(
         Some(c) => c
             .strip_prefix("acl_")
             .and_then(|n| n.parse::<u64>().ok())
+            .filter(|_| c.len() <= 23 && c[4..].bytes().all(|b| b.is_ascii_digit()))
             .ok_or_else(|| ApiError::bad_request("cursor must be an acl entry id"))?,
     };
     get_topic(&state, &caller.workspace, &name).await?;

@@ -20,7 +20,7 @@ use super::{Page, PageQuery};
 use crate::auth::{hash_secret, new_secret, secret_prefix, Caller};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 use crate::state::AppState;
-use crate::validate;
+use crate::validate::{self, KeyString, NameString};
 
 const TAG: &str = "Workspaces";
 
@@ -73,14 +73,17 @@ pub(super) struct CreatedWorkspace {
 #[serde(deny_unknown_fields)]
 pub(super) struct WorkspaceSettingsBody {
     /// New name: 1 to 128 of letters, digits, `.`, `_`, `-`, `:`.
+    #[schema(value_type = Option<NameString>)]
     name: Option<String>,
     /// How new tasks may be taken: `auto`, `approval` or `claim_only`.
     task_mode: Option<TaskMode>,
     /// Seconds without a heartbeat after which an agent is offline, 5 to 3600.
     #[schema(minimum = 5, maximum = 3600)]
+    #[serde(default, deserialize_with = "crate::validate::lenient_int")]
     presence_timeout_secs: Option<u64>,
     /// Retention of new topics' messages when not given, hours, 1 to 8760.
     #[schema(minimum = 1, maximum = 8760)]
+    #[serde(default, deserialize_with = "crate::validate::lenient_int")]
     default_retention_hours: Option<u64>,
 }
 
@@ -105,8 +108,10 @@ impl WorkspaceSettingsBody {
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateWorkspaceBody {
     /// 1 to 128 of letters, digits, `.`, `_`, `-`, `:`; unique in the tenant.
+    #[schema(value_type = NameString)]
     name: String,
     /// Initial settings; defaults apply to what is absent (`name` here is ignored).
+    #[serde(default, deserialize_with = "validate::object_only")]
     settings: Option<WorkspaceSettingsBody>,
 }
 
@@ -180,7 +185,7 @@ async fn list(
 
 /// Reads one workspace the key can see (as in the list; 404 otherwise).
 #[utoipa::path(get, path = "/v1/workspaces/{id}", tag = TAG,
-    params(("id" = String, Path, description = "The workspace's id")),
+    params(("id" = KeyString, Path, description = "The workspace's id")),
     responses((status = 200, description = "The workspace", body = WorkspaceView)))]
 async fn get(
     State(state): State<AppState>,
@@ -201,7 +206,7 @@ async fn get(
 /// Changes the name and settings of the key's own workspace (admin keys only); bad values are
 /// refused with 400 and change nothing.
 #[utoipa::path(patch, path = "/v1/workspaces/{id}/settings", tag = TAG,
-    params(("id" = String, Path, description = "The workspace's id: the key's own")),
+    params(("id" = KeyString, Path, description = "The workspace's id: the key's own")),
     request_body = WorkspaceSettingsBody,
     responses((status = 200, description = "The workspace as changed", body = WorkspaceView)))]
 async fn update_settings(
@@ -212,13 +217,18 @@ async fn update_settings(
 ) -> ApiResult<Json<WorkspaceView>> {
     caller.require(Scope::Admin)?;
     let patch = body.into_patch()?;
-    if patch == SettingsPatch::default() {
-        return Err(ApiError::bad_request(
-            "give at least one of name, task_mode, presence_timeout_secs, default_retention_hours",
-        ));
-    }
     if id != caller.workspace {
         return Err(ApiError::not_found(format!("workspace {id:?} not found")));
+    }
+    if patch == SettingsPatch::default() {
+        // Nothing to change: the workspace as it is.
+        state.meta_barrier().await?;
+        let meta = state.groups().meta().read().expect("meta lock");
+        return meta
+            .workspaces
+            .get(&id)
+            .map(|w| Json(WorkspaceView::from(w)))
+            .ok_or_else(|| ApiError::not_found(format!("workspace {id:?} not found")));
     }
     let cmd = TenancyCommand::UpdateWorkspace { ws: id, patch };
     match execute(&state, cmd).await? {

@@ -23,8 +23,8 @@ use crate::types::GroupId;
 
 /// Most notes one task keeps.
 pub const MAX_NOTES: usize = 100;
-/// Longest note, bytes.
-pub const MAX_NOTE_BYTES: usize = 4 * 1024;
+/// Longest note, characters.
+pub const MAX_NOTE_CHARS: usize = 4 * 1024;
 /// Longest lease a claim or renewal may ask for: one day.
 pub const MAX_LEASE_SECS: u64 = 24 * 3600;
 /// Most tasks a list looks at for one page (a status filter may skip many); a page may then be
@@ -266,9 +266,9 @@ fn save<R: KvRead + ?Sized>(txn: &mut Txn<'_, R>, ws: &str, before: Option<&Task
     );
 }
 
-fn add_note(task: &mut Task, at: u64, by: &str, text: &str) -> Result<(), ShardResponse> {
+fn add_note(task: &mut Task, at: u64, by: &str, text: &str) -> Result<(), CoreError> {
     if task.notes.len() >= MAX_NOTES {
-        return Err(conflict(format!(
+        return Err(CoreError::conflict(format!(
             "task {} already has {MAX_NOTES} notes, the most it keeps",
             task.id
         )));
@@ -386,7 +386,7 @@ pub(super) fn approve<R: KvRead + ?Sized>(
     }
     if let Some(text) = note {
         if let Err(refused) = add_note(&mut task, at_ms, by, text) {
-            return Ok(refused);
+            return Ok(ShardResponse::Refused(refused));
         }
     }
     task.status = TaskStatus::Open;
@@ -447,8 +447,11 @@ pub(super) fn update<R: KvRead + ?Sized>(
     }
     if patch.needs_holder() {
         let (Some(agent), Some(token)) = (&patch.agent, patch.fencing_token) else {
-            return Ok(ShardResponse::Refused(CoreError::bad_request(
-                "agent and fencing_token are required to change the status or renew the lease",
+            // Without them the caller does not show it holds the lease: the same refusal as
+            // a wrong holder.
+            return Ok(conflict(format!(
+                "only the holder of task {id} may change its status or renew its lease: give \
+                 its agent and fencing_token"
             )));
         };
         // The last holder, whether the stored state has caught up with the end of its lease
@@ -497,17 +500,17 @@ pub(super) fn update<R: KvRead + ?Sized>(
     }
     if let Some(secs) = patch.lease_secs {
         if !task.status.holds_lease() {
-            return Ok(ShardResponse::Refused(CoreError::bad_request(format!(
+            return Ok(conflict(format!(
                 "lease_secs renews a held lease; task {id} would be {}",
                 task.status.as_str()
-            ))));
+            )));
         }
         task.lease_expires_at = Some(at_ms + secs.min(MAX_LEASE_SECS) * 1000);
     }
     if let Some(text) = &patch.note {
         let by = patch.agent.as_deref().unwrap_or(&patch.by);
         if let Err(refused) = add_note(&mut task, at_ms, by, text) {
-            return Ok(refused);
+            return Ok(ShardResponse::Refused(refused));
         }
     }
     task.updated_at = at_ms;
@@ -792,7 +795,8 @@ mod tests {
             patch(&t.id, holder("a", None, Some(TaskStatus::Done))),
             5,
         );
-        assert!(refused(&no_token, ErrorCode::BadRequest));
+        // Without a token the caller does not show it holds the lease.
+        assert!(refused(&no_token, ErrorCode::Conflict), "{no_token:?}");
         assert_eq!(s, before);
     }
 
