@@ -334,3 +334,54 @@ async fn artifacts_upload_reference_and_download_from_any_node() -> Result<()> {
     ensure!(seen == want, "listed {seen:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_page_through_a_shard_holding_more_than_a_page() -> Result<()> {
+    let cluster = Cluster::builder().nodes(3).start().await?;
+    let api = cluster.api(0);
+    // Three keys on one shard and nothing elsewhere: every page of one gathers a single item
+    // from that shard, which still holds more.
+    let mut by_shard: std::collections::BTreeMap<u64, Vec<String>> = Default::default();
+    let mut same = Vec::new();
+    for n in 0..200 {
+        let key = format!("k{n:03}");
+        let shard = api
+            .locate(conclave_cluster_tests::ShardKind::Context, &key)
+            .await?
+            .shard;
+        let keys = by_shard.entry(shard).or_default();
+        keys.push(key);
+        if keys.len() == 3 {
+            same = keys.clone();
+            break;
+        }
+    }
+    ensure!(same.len() == 3, "no three keys on one shard");
+    for key in &same {
+        let put = api
+            .request(Method::PUT, &["v1", "context", key])
+            .json(&json!({"value": 1}));
+        expect(put, 200, "put").await?;
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..10 {
+        let mut req = cluster
+            .api(1)
+            .request(Method::GET, &["v1", "context"])
+            .query(&[("limit", "1")]);
+        if let Some(c) = &cursor {
+            req = req.query(&[("cursor", c)]);
+        }
+        let page = expect(req, 200, "list").await?;
+        for e in page["items"].as_array().context("items")? {
+            seen.push(e["key"].as_str().context("key")?.to_string());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    ensure!(seen == same, "listed {seen:?}, stored {same:?}");
+    Ok(())
+}

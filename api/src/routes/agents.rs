@@ -19,7 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{json_text, json_value, run, scatter, shard, unexpected, Deleted, Page};
+use super::{gather, json_text, json_value, run, shard, unexpected, Deleted, Page};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 use crate::state::AppState;
@@ -248,23 +248,25 @@ async fn list(
     if let Some(c) = &q.cursor {
         validate::agent_name("cursor", c)?;
     }
-    let pages = scatter(&state, |_| {
-        ClientRequest::Read(ShardQuery::AgentList {
-            ws: caller.workspace.clone(),
-            status: q.status,
-            after: q.cursor.clone(),
-            limit,
-        })
-    })
+    let agents = gather(
+        &state,
+        |_| {
+            ClientRequest::Read(ShardQuery::AgentList {
+                ws: caller.workspace.clone(),
+                status: q.status,
+                after: q.cursor.clone(),
+                // One more than a page: a shard with more than a page makes the
+                // merged set longer than `limit`, so `next_cursor` is set.
+                limit: limit + 1,
+            })
+        },
+        |answer| match answer {
+            ClientResponse::Read(ShardReadResult::AgentPage(p)) => Ok(p),
+            other => Err(unexpected(other)),
+        },
+        |x| x.name.clone(),
+    )
     .await?;
-    let mut agents = Vec::new();
-    for page in pages {
-        match page {
-            ClientResponse::Read(ShardReadResult::AgentPage(p)) => agents.extend(p),
-            other => return Err(unexpected(other)),
-        }
-    }
-    agents.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Json(Page::merged(
         agents,
         limit,

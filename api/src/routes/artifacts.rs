@@ -19,7 +19,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{json_value, run, scatter, shard, unexpected, Page, PageQuery};
+use super::{gather, json_value, run, shard, unexpected, Page, PageQuery};
 use crate::auth::{new_id, Caller};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 use crate::state::AppState;
@@ -303,24 +303,24 @@ async fn list(
     if let Some(c) = &page.cursor {
         validate::key("cursor", c)?;
     }
-    let pages = scatter(&state, |_| {
-        ClientRequest::Read(ShardQuery::Artifact(ArtifactQuery::List {
-            ws: caller.workspace.clone(),
-            after: page.cursor.clone(),
-            limit,
-        }))
-    })
+    let all = gather(
+        &state,
+        |_| {
+            ClientRequest::Read(ShardQuery::Artifact(ArtifactQuery::List {
+                ws: caller.workspace.clone(),
+                after: page.cursor.clone(),
+                // One more than a page: a shard with more than a page makes the
+                // merged set longer than `limit`, so `next_cursor` is set.
+                limit: limit + 1,
+            }))
+        },
+        |answer| match answer {
+            ClientResponse::Read(ShardReadResult::Artifact(ArtifactResult::Page(p))) => Ok(p),
+            other => Err(unexpected(other)),
+        },
+        |x| x.id.clone(),
+    )
     .await?;
-    let mut all = Vec::new();
-    for p in pages {
-        match p {
-            ClientResponse::Read(ShardReadResult::Artifact(ArtifactResult::Page(p))) => {
-                all.extend(p)
-            }
-            other => return Err(unexpected(other)),
-        }
-    }
-    all.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(Json(Page::merged(
         all,
         limit,

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{json_text, json_value, run, scatter, shard, unexpected, Deleted, Page, PageQuery};
+use super::{gather, json_text, json_value, run, shard, unexpected, Deleted, Page, PageQuery};
 use crate::auth::Caller;
 use crate::error::{ApiJson, ApiPath, ApiQuery, ApiResult};
 use crate::state::AppState;
@@ -143,22 +143,24 @@ async fn list(
     if let Some(c) = &q.cursor {
         validate::key("cursor", c)?;
     }
-    let pages = scatter(&state, |_| {
-        ClientRequest::Read(ShardQuery::ContextList {
-            ws: caller.workspace.clone(),
-            after: q.cursor.clone(),
-            limit,
-        })
-    })
+    let entries = gather(
+        &state,
+        |_| {
+            ClientRequest::Read(ShardQuery::ContextList {
+                ws: caller.workspace.clone(),
+                after: q.cursor.clone(),
+                // One more than a page: a shard with more than a page makes the
+                // merged set longer than `limit`, so `next_cursor` is set.
+                limit: limit + 1,
+            })
+        },
+        |answer| match answer {
+            ClientResponse::Read(ShardReadResult::ContextPage(p)) => Ok(p),
+            other => Err(unexpected(other)),
+        },
+        |e| e.key.clone(),
+    )
     .await?;
-    let mut entries = Vec::new();
-    for page in pages {
-        match page {
-            ClientResponse::Read(ShardReadResult::ContextPage(page)) => entries.extend(page),
-            other => return Err(unexpected(other)),
-        }
-    }
-    entries.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(Json(Page::merged(
         entries,
         limit,

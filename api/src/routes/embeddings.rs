@@ -18,7 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{json_value, run, scatter, shard, unexpected, Page, PageQuery};
+use super::{gather, json_value, run, scatter, shard, unexpected, Page, PageQuery};
 use crate::auth::{new_id, Caller};
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult};
 use crate::state::AppState;
@@ -289,25 +289,25 @@ async fn list(
     if let Some(n) = &q.namespace {
         validate::name("namespace", n)?;
     }
-    let pages = scatter(&state, |_| {
-        ClientRequest::Read(ShardQuery::Embedding(EmbeddingQuery::List {
-            ws: caller.workspace.clone(),
-            namespace: q.namespace.clone(),
-            after: page.cursor.clone(),
-            limit,
-        }))
-    })
+    let all = gather(
+        &state,
+        |_| {
+            ClientRequest::Read(ShardQuery::Embedding(EmbeddingQuery::List {
+                ws: caller.workspace.clone(),
+                namespace: q.namespace.clone(),
+                after: page.cursor.clone(),
+                // One more than a page: a shard with more than a page makes the
+                // merged set longer than `limit`, so `next_cursor` is set.
+                limit: limit + 1,
+            }))
+        },
+        |answer| match answer {
+            ClientResponse::Read(ShardReadResult::Embedding(EmbeddingResult::Page(p))) => Ok(p),
+            other => Err(unexpected(other)),
+        },
+        |x| x.id.clone(),
+    )
     .await?;
-    let mut all = Vec::new();
-    for p in pages {
-        match p {
-            ClientResponse::Read(ShardReadResult::Embedding(EmbeddingResult::Page(p))) => {
-                all.extend(p)
-            }
-            other => return Err(unexpected(other)),
-        }
-    }
-    all.sort_by(|a, b| a.id.cmp(&b.id));
     let with_vector = q.include_vector.unwrap_or(false);
     Ok(Json(Page::merged(
         all,

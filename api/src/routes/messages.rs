@@ -177,7 +177,8 @@ async fn all_agents(state: &AppState, ws: &str) -> ApiResult<Vec<String>> {
                 ws: ws.to_string(),
                 status: None,
                 after: after.clone(),
-                limit: page,
+                // One more than a page, so a shard holding more makes `more` true.
+                limit: page + 1,
             })
         })
         .await?;

@@ -187,6 +187,23 @@ impl Deleted {
     }
 }
 
+/// Asks every shard for one page (`request`) and merges the pages in the order of `key`;
+/// `items` takes the items out of each answer. Each shard must be asked for one item more than
+/// the page ([`Page::merged`] then sets `next_cursor` exactly when items remain anywhere).
+async fn gather<T, K: Ord>(
+    state: &AppState,
+    request: impl Fn(GroupId) -> ClientRequest,
+    items: impl Fn(ClientResponse) -> ApiResult<Vec<T>>,
+    key: impl Fn(&T) -> K,
+) -> ApiResult<Vec<T>> {
+    let mut all = Vec::new();
+    for answer in scatter(state, request).await? {
+        all.extend(items(answer)?);
+    }
+    all.sort_by_key(&key);
+    Ok(all)
+}
+
 /// Runs one request per shard (built by `request`) at once and gathers the answers in shard
 /// order; any shard failing fails the whole (a partial list would silently miss items).
 async fn scatter(

@@ -21,7 +21,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{json_text, json_value, run, scatter, shard, unexpected, Deleted, Page, DEFAULT_PAGE};
+use super::{gather, json_text, json_value, run, shard, unexpected, Deleted, Page, DEFAULT_PAGE};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 use crate::state::AppState;
@@ -636,22 +636,24 @@ async fn list(
     if let Some(c) = &q.cursor {
         validate::name("cursor", c)?;
     }
-    let pages = scatter(&state, |_| {
-        ClientRequest::Read(ShardQuery::TopicList {
-            ws: caller.workspace.clone(),
-            after: q.cursor.clone(),
-            limit,
-        })
-    })
+    let topics = gather(
+        &state,
+        |_| {
+            ClientRequest::Read(ShardQuery::TopicList {
+                ws: caller.workspace.clone(),
+                after: q.cursor.clone(),
+                // One more than a page: a shard with more than a page makes the
+                // merged set longer than `limit`, so `next_cursor` is set.
+                limit: limit + 1,
+            })
+        },
+        |answer| match answer {
+            ClientResponse::Read(ShardReadResult::TopicPage(p)) => Ok(p),
+            other => Err(unexpected(other)),
+        },
+        |x| x.name.clone(),
+    )
     .await?;
-    let mut topics = Vec::new();
-    for page in pages {
-        match page {
-            ClientResponse::Read(ShardReadResult::TopicPage(p)) => topics.extend(p),
-            other => return Err(unexpected(other)),
-        }
-    }
-    topics.sort_by(|a, b| a.name.cmp(&b.name));
     let ws = caller.workspace.clone();
     Ok(Json(Page::merged(
         topics,
@@ -732,23 +734,23 @@ async fn subscriptions(
     if let Some(c) = &q.cursor {
         validate::name("cursor", c)?;
     }
-    let pages = scatter(&state, |_| {
-        ClientRequest::Read(ShardQuery::TopicSubscriptionList {
-            ws: caller.workspace.clone(),
-            agent: agent.clone(),
-            after: q.cursor.clone(),
-            limit,
-        })
-    })
+    let subs = gather(
+        &state,
+        |_| {
+            ClientRequest::Read(ShardQuery::TopicSubscriptionList {
+                ws: caller.workspace.clone(),
+                agent: agent.clone(),
+                after: q.cursor.clone(),
+                limit: limit + 1,
+            })
+        },
+        |answer| match answer {
+            ClientResponse::Read(ShardReadResult::TopicSubscriptions(p)) => Ok(p),
+            other => Err(unexpected(other)),
+        },
+        |(s, _)| s.topic.clone(),
+    )
     .await?;
-    let mut subs = Vec::new();
-    for page in pages {
-        match page {
-            ClientResponse::Read(ShardReadResult::TopicSubscriptions(p)) => subs.extend(p),
-            other => return Err(unexpected(other)),
-        }
-    }
-    subs.sort_by(|a, b| a.0.topic.cmp(&b.0.topic));
     Ok(Json(Page::merged(
         subs,
         limit,

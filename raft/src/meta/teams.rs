@@ -2,7 +2,7 @@
 //! agent use this skill?" from its local replica.
 //!
 //! A team holds its members (agents by name, users by id) and the skills granted to it; a
-//! skill is a named capability of one workspace. Invariants kept by [`apply`]:
+//! skill is a named capability of one workspace. Invariants kept by `apply`:
 //! - every team and skill belongs to exactly one workspace, and a command naming an id of
 //!   another workspace is refused as not found, as if the id did not exist;
 //! - team names and skill names are unique within their workspace;

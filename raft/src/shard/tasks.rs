@@ -8,7 +8,7 @@
 //! [`MAX_NOTES`] notes; apply reads only the command, the stored state and the leader's `at_ms`.
 //!
 //! Key prefixes (inside the shard's range; `\0` separates parts, names never contain it):
-//! - `k\0<id>` → [`StoredTask`] (shared with the existing task layout in `mod.rs`)
+//! - `k\0<id>` → `StoredTask` (shared with the existing task layout in `mod.rs`)
 //! - `n\0task`, `n\0fence` → counters of task ids and fencing tokens (in `mod.rs`)
 //! - `K\0<ws>\0<n be>` → task id: the workspace's tasks in creation order
 //! - `L\0<expires_at be>\0<id>` → empty: leases by expiry, so the shard leader finds the due ones

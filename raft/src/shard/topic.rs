@@ -49,7 +49,7 @@ pub struct Topic {
     pub first_seq: u64,
     /// Shard-unique number of this incarnation of the name.
     pub generation: u64,
-    /// Number of subscriptions, at most [`MAX_SUBSCRIPTIONS_PER_TOPIC`].
+    /// Number of subscriptions, at most `MAX_SUBSCRIPTIONS_PER_TOPIC`.
     pub subscriptions: u64,
 }
 
