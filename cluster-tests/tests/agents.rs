@@ -408,42 +408,32 @@ async fn agents_register_list_keep_presence_and_delete_across_nodes() -> Result<
     )
     .await?;
     ensure!(del == json!({ "id": "alpha", "deleted": true }), "{del}");
-    expect(
-        n2,
-        Method::DELETE,
-        &["v1", "agents", "alpha"],
-        &[],
-        None,
-        404,
-    )
-    .await?;
-    expect(
-        n0,
-        Method::POST,
-        &["v1", "agents", "alpha", "heartbeat"],
-        &[],
-        None,
-        404,
-    )
-    .await?;
-    expect(
-        n0,
-        Method::POST,
-        &["v1", "agents", "alpha", "disconnect"],
-        &[],
-        None,
-        404,
-    )
-    .await?;
-    expect(
-        n0,
-        Method::GET,
-        &["v1", "messages"],
-        &[("agent", "alpha")],
-        None,
-        404,
-    )
-    .await?;
+    // Once deleted, the agent answers 404 to everything, through any node.
+    type Call<'a> = (
+        &'a NodeClient,
+        Method,
+        &'a [&'a str],
+        &'a [(&'a str, &'a str)],
+    );
+    let gone: [Call; 4] = [
+        (n2, Method::DELETE, &["v1", "agents", "alpha"], &[]),
+        (
+            n0,
+            Method::POST,
+            &["v1", "agents", "alpha", "heartbeat"],
+            &[],
+        ),
+        (
+            n0,
+            Method::POST,
+            &["v1", "agents", "alpha", "disconnect"],
+            &[],
+        ),
+        (n0, Method::GET, &["v1", "messages"], &[("agent", "alpha")]),
+    ];
+    for (node, method, path, query) in gone {
+        expect(node, method, path, query, None, 404).await?;
+    }
     ensure!(agent_names(n2, None, 100).await? == ["beta", "gamma"]);
 
     // A read-scope key reads agents and inboxes but every write is a 403 that changes nothing.

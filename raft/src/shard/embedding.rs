@@ -163,27 +163,16 @@ pub fn query(
             limit,
         } => {
             let mut page = Vec::new();
-            let mut cursor = after.as_ref().map(|a| key(ws, a));
-            // Namespace filtering may skip rows, so read in batches until the page is full.
-            loop {
-                let rows = kv
-                    .scan(&prefix(ws), cursor.as_deref(), SCAN_BATCH)
-                    .map_err(storage)?;
-                let done = rows.len() < SCAN_BATCH;
-                for (k, v) in rows {
-                    let e: Embedding = decode_io(&v).map_err(storage)?;
-                    cursor = Some(k);
-                    if namespace.as_ref().is_none_or(|n| *n == e.namespace) {
-                        page.push(e);
-                        if page.len() == *limit {
-                            return Ok(EmbeddingResult::Page(page));
-                        }
-                    }
+            let after = after.as_ref().map(|a| key(ws, a));
+            // Namespace filtering may skip rows, so the scan goes on until the page is full.
+            each_embedding(kv, ws, after, |e| {
+                if namespace.as_ref().is_none_or(|n| *n == e.namespace) {
+                    page.push(e);
                 }
-                if done {
-                    return Ok(EmbeddingResult::Page(page));
-                }
-            }
+                page.len() < *limit
+            })
+            .map_err(storage)?;
+            Ok(EmbeddingResult::Page(page))
         }
         EmbeddingQuery::Search {
             ws,
@@ -200,6 +189,29 @@ pub fn query(
 
 /// Rows read per storage scan.
 const SCAN_BATCH: usize = 512;
+
+/// Hands the workspace's embeddings with keys after `after` to `visit`, in id order, reading
+/// storage in batches, until `visit` answers false or none remain.
+fn each_embedding(
+    kv: &dyn KvRead,
+    ws: &str,
+    mut after: Option<Vec<u8>>,
+    mut visit: impl FnMut(Embedding) -> bool,
+) -> std::io::Result<()> {
+    loop {
+        let rows = kv.scan(&prefix(ws), after.as_deref(), SCAN_BATCH)?;
+        let done = rows.len() < SCAN_BATCH;
+        for (k, v) in rows {
+            after = Some(k);
+            if !visit(decode_io(&v)?) {
+                return Ok(());
+            }
+        }
+        if done {
+            return Ok(());
+        }
+    }
+}
 
 fn storage(e: std::io::Error) -> CoreError {
     CoreError::internal(format!("storage read failed: {e}"))
@@ -235,33 +247,23 @@ impl VectorIndex for ExactScan {
     ) -> std::io::Result<Vec<Scored>> {
         let query_norm = norm(query);
         let mut best: Vec<Scored> = Vec::with_capacity(k + 1);
-        let mut cursor: Option<Vec<u8>> = None;
-        loop {
-            let rows = kv.scan(&prefix(ws), cursor.as_deref(), SCAN_BATCH)?;
-            let done = rows.len() < SCAN_BATCH;
-            for (key, v) in rows {
-                cursor = Some(key);
-                let e: Embedding = decode_io(&v)?;
-                if e.namespace != namespace || e.vector.len() != query.len() {
-                    continue;
-                }
+        each_embedding(kv, ws, None, |e| {
+            if e.namespace == namespace && e.vector.len() == query.len() {
                 let score = cosine(query, query_norm, &e.vector);
-                if min_score.is_some_and(|m| score < m) {
-                    continue;
+                if min_score.is_none_or(|m| score >= m) {
+                    keep_best(
+                        &mut best,
+                        Scored {
+                            score,
+                            embedding: e,
+                        },
+                        k,
+                    );
                 }
-                keep_best(
-                    &mut best,
-                    Scored {
-                        score,
-                        embedding: e,
-                    },
-                    k,
-                );
             }
-            if done {
-                return Ok(best);
-            }
-        }
+            true
+        })?;
+        Ok(best)
     }
 }
 
