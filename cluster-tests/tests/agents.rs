@@ -224,33 +224,9 @@ async fn agents_register_list_keep_presence_and_delete_across_nodes() -> Result<
         ensure!(agent_names(client, Some("offline"), 100).await? == ["alpha", "beta", "gamma"]);
         ensure!(agent_names(client, Some("online"), 100).await?.is_empty());
     }
-    expect(
-        n1,
-        Method::GET,
-        &["v1", "agents"],
-        &[("status", "away")],
-        None,
-        400,
-    )
-    .await?;
-    expect(
-        n1,
-        Method::GET,
-        &["v1", "agents"],
-        &[("limit", "0")],
-        None,
-        400,
-    )
-    .await?;
-    expect(
-        n1,
-        Method::GET,
-        &["v1", "agents"],
-        &[("limit", "1001")],
-        None,
-        400,
-    )
-    .await?;
+    for bad in [("status", "away"), ("limit", "0"), ("limit", "1001")] {
+        expect(n1, Method::GET, &["v1", "agents"], &[bad], None, 400).await?;
+    }
 
     // A heartbeat through node 2 brings beta online; node 1 sees it.
     let hb = expect(
