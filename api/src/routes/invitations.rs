@@ -16,13 +16,14 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::tenancy::{execute, now_ms, page, ApiKeyWithSecret};
+use super::tenancy::{execute, page, ApiKeyWithSecret};
 use super::users::UserView;
 use super::{Deleted, Page, PageQuery};
 use crate::auth::{hash_secret, new_secret, random_token, secret_prefix, Caller};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 use crate::state::AppState;
 use crate::validate::{self, EmailString, KeyString, UserNameString};
+use conclave_raft::command::now_ms;
 
 const TAG: &str = "Invitations";
 /// Start of every invitation token.

@@ -280,7 +280,7 @@ async fn create(
         )));
     }
     let group = shard(&state, &caller.workspace, "queue", DEFAULT_QUEUE)?;
-    let cmd = ShardCommand::TaskCreateV2 {
+    let cmd = ShardCommand::TaskCreate {
         ws: caller.workspace.clone(),
         queue: DEFAULT_QUEUE.to_string(),
         title: body.title,

@@ -1,8 +1,6 @@
 //! What the tenancy routes (workspaces, API keys, users, invitations) share: running a tenancy
 //! command on the meta leader, paging over the meta replica, and the API key views.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use conclave_raft::meta::{ApiKeyRecord, Scope, TenancyCommand, TenancyResponse};
 use conclave_raft::{MetaCommand, MetaResponse};
 use serde::Serialize;
@@ -47,14 +45,6 @@ pub(super) fn page<'a, R: 'a, V>(
     selected.sort_by(|a, b| id_order(id(a)).cmp(&id_order(id(b))));
     selected.truncate(limit + 1);
     Ok(Page::merged(selected, limit, |r| id(r).to_string(), view))
-}
-
-/// The node's clock, ms since the Unix epoch (for statuses that depend on time in reads, and
-/// for expiries computed at the edge; apply decides with the leader's time).
-pub(super) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// An API key as listed: never its secret or its hash.

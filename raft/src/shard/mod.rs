@@ -58,14 +58,6 @@ pub enum ShardCommand {
         from: Option<String>,
         metadata: Option<String>,
     },
-    /// Create a task in a queue; the id is assigned in apply.
-    TaskCreate {
-        ws: String,
-        queue: String,
-        title: String,
-        description: String,
-        mode: TaskMode,
-    },
     /// Claim an open task for `agent`.
     TaskClaim {
         ws: String,
@@ -81,7 +73,7 @@ pub enum ShardCommand {
     Artifact(artifact::ArtifactCommand),
     // tasks
     /// Create a task with every field; the id is assigned in apply.
-    TaskCreateV2 {
+    TaskCreate {
         ws: String,
         queue: String,
         title: String,
@@ -187,7 +179,6 @@ impl ShardCommand {
             }
             ShardCommand::TopicCreate { ws, name, .. } => (ws, "topic", name),
             ShardCommand::TopicPublish { ws, topic, .. } => (ws, "topic", topic),
-            ShardCommand::TaskCreate { ws, queue, .. } => (ws, "queue", queue),
             ShardCommand::TaskClaim { ws, id, .. } => (ws, "task", id),
             ShardCommand::Embedding(c) => {
                 let (ws, id) = c.entity();
@@ -198,7 +189,7 @@ impl ShardCommand {
                 (ws, "artifact", id)
             }
             // tasks
-            ShardCommand::TaskCreateV2 { ws, queue, .. } => (ws, "queue", queue),
+            ShardCommand::TaskCreate { ws, queue, .. } => (ws, "queue", queue),
             ShardCommand::TaskApprove { ws, id, .. } | ShardCommand::TaskUpdate { ws, id, .. } => {
                 (ws, "task", id)
             }
@@ -530,27 +521,6 @@ pub fn apply<R: KvRead + ?Sized>(
             metadata,
         } => topic::publish(txn, ws, topic, body, from, metadata, at_ms)?
             .map_or_else(ShardResponse::Refused, ShardResponse::TopicPublished),
-        ShardCommand::TaskCreate {
-            ws,
-            queue,
-            title,
-            description,
-            mode,
-        } => tasks::create(
-            txn,
-            shard,
-            tasks::NewTask {
-                ws,
-                queue,
-                title,
-                description,
-                mode: *mode,
-                priority: 0,
-                metadata: "{}",
-                created_by: "",
-            },
-            at_ms,
-        )?,
         ShardCommand::TaskClaim {
             ws,
             id,
@@ -558,7 +528,7 @@ pub fn apply<R: KvRead + ?Sized>(
             lease_secs,
         } => tasks::claim(txn, ws, id, agent, *lease_secs, at_ms)?,
         // tasks
-        ShardCommand::TaskCreateV2 {
+        ShardCommand::TaskCreate {
             ws,
             queue,
             title,
@@ -755,18 +725,9 @@ mod tests {
         store: &mut BTreeMap<Vec<u8>, Vec<u8>>,
         cmds: &[(ShardCommand, u64)],
     ) -> Vec<ShardResponse> {
-        let mut out = Vec::new();
-        for (cmd, at) in cmds {
-            let mut txn = Txn::new(&*store);
-            out.push(apply(&mut txn, 3, cmd, *at).unwrap());
-            for (k, v) in txn.into_writes() {
-                match v {
-                    Some(v) => store.insert(k, v),
-                    None => store.remove(&k),
-                };
-            }
-        }
-        out
+        cmds.iter()
+            .map(|(cmd, at)| apply_to_map(store, 3, cmd, *at))
+            .collect()
     }
 
     #[test]
@@ -778,6 +739,9 @@ mod tests {
             title: "t".into(),
             description: String::new(),
             mode: TaskMode::Auto,
+            priority: 0,
+            metadata: "{}".into(),
+            created_by: String::new(),
         };
         let claim = |agent: &str| ShardCommand::TaskClaim {
             ws: "w".into(),

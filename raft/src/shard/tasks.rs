@@ -646,7 +646,7 @@ mod tests {
     }
 
     fn create(ws: &str, mode: TaskMode) -> ShardCommand {
-        ShardCommand::TaskCreateV2 {
+        ShardCommand::TaskCreate {
             ws: ws.into(),
             queue: "default".into(),
             title: "t".into(),
