@@ -100,6 +100,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         election_min_ms: config.election_min_ms,
         election_max_ms: config.election_max_ms,
         snapshot_after_logs: config.snapshot_after_logs,
+        sync_wal: true,
     };
     let groups = Groups::new(node_id, db, peers.clone(), &settings)?;
     let meta_raft = groups.ensure(META_GROUP).await?;

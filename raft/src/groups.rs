@@ -1,11 +1,11 @@
 //! The multi-group runtime: every Raft group this node hosts, created on demand, sharing the
 //! node's RocksDB, fsync thread, peer connections and heartbeat batching.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use crate::meta::MetaState;
-use crate::network::{GroupNetworkFactory, HeartbeatCoalescer, Peers};
+use crate::network::{GroupNetworkFactory, HeartbeatCoalescer, Peers, RaftTransport};
 use crate::storage::{ApplyWatch, Db, Fsync, LogStore, StateMachine};
 use crate::types::{GroupId, NodeId, Raft};
 
@@ -20,6 +20,9 @@ pub struct GroupSettings {
     pub election_max_ms: u64,
     /// Logs since the last snapshot that trigger a new one.
     pub snapshot_after_logs: u64,
+    /// Whether log appends wait for an fsync. Only the deterministic simulation turns it off
+    /// (see [`Fsync::unsynced`]).
+    pub sync_wal: bool,
 }
 
 impl Default for GroupSettings {
@@ -29,6 +32,7 @@ impl Default for GroupSettings {
             election_min_ms: 1000,
             election_max_ms: 2000,
             snapshot_after_logs: 20_000,
+            sync_wal: true,
         }
     }
 }
@@ -43,10 +47,11 @@ struct Inner {
     db: Db,
     fsync: Fsync,
     peers: Peers,
+    transport: Arc<dyn RaftTransport>,
     heartbeats: HeartbeatCoalescer,
     config: Arc<openraft::Config>,
     meta: Arc<RwLock<MetaState>>,
-    groups: RwLock<HashMap<GroupId, GroupHandle>>,
+    groups: RwLock<BTreeMap<GroupId, GroupHandle>>,
     creating: tokio::sync::Mutex<()>,
 }
 
@@ -57,11 +62,23 @@ pub struct Groups {
 }
 
 impl Groups {
-    /// The runtime of node `node_id` over `db`.
+    /// The runtime of node `node_id` over `db`, its Raft traffic over `peers`.
     pub fn new(
         node_id: NodeId,
         db: Db,
         peers: Peers,
+        settings: &GroupSettings,
+    ) -> Result<Self, openraft::ConfigError> {
+        let transport = Arc::new(peers.clone());
+        Self::with_transport(node_id, db, peers, transport, settings)
+    }
+
+    /// The runtime of node `node_id` over `db`, its Raft traffic over `transport`.
+    pub fn with_transport(
+        node_id: NodeId,
+        db: Db,
+        peers: Peers,
+        transport: Arc<dyn RaftTransport>,
         settings: &GroupSettings,
     ) -> Result<Self, openraft::ConfigError> {
         let config = openraft::Config {
@@ -79,14 +96,19 @@ impl Groups {
             ..Default::default()
         }
         .validate()?;
-        let fsync = Fsync::start(db.clone());
+        let fsync = if settings.sync_wal {
+            Fsync::start(db.clone())
+        } else {
+            Fsync::unsynced(db.clone())
+        };
         let groups = Self {
             inner: Arc::new(Inner {
                 node_id,
                 db,
                 fsync,
-                heartbeats: HeartbeatCoalescer::new(peers.clone()),
+                heartbeats: HeartbeatCoalescer::new(transport.clone()),
                 peers,
+                transport,
                 config: Arc::new(config),
                 meta: Arc::default(),
                 groups: RwLock::default(),
@@ -201,7 +223,7 @@ impl Groups {
         let log = LogStore::new(group, self.inner.db.clone(), self.inner.fsync.clone());
         let network = GroupNetworkFactory::new(
             group,
-            self.inner.peers.clone(),
+            self.inner.transport.clone(),
             self.inner.heartbeats.clone(),
         );
         let raft = Raft::new(

@@ -11,6 +11,7 @@ pub mod groups;
 pub mod kv;
 pub mod meta;
 pub mod network;
+pub mod runtime;
 pub mod service;
 pub mod shard;
 pub mod storage;

@@ -38,6 +38,7 @@ openraft::declare_raft_types!(
         R = Response,
         NodeId = NodeId,
         Node = NodeInfo,
+        AsyncRuntime = crate::runtime::ConclaveRuntime,
 );
 
 /// A Raft group handle.

@@ -14,7 +14,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::codec::{decode, encode};
-use crate::network::{HeartbeatCoalescer, Peers};
+use std::sync::Arc;
+
+use crate::network::{HeartbeatCoalescer, RaftTransport, TransportError};
 use crate::types::typ::*;
 use crate::types::{GroupId, NodeId, NodeInfo, TypeConfig};
 
@@ -25,16 +27,20 @@ const SNAPSHOT_CHUNK: usize = 1 << 20;
 #[derive(Clone)]
 pub struct GroupNetworkFactory {
     group: GroupId,
-    peers: Peers,
+    transport: Arc<dyn RaftTransport>,
     heartbeats: HeartbeatCoalescer,
 }
 
 impl GroupNetworkFactory {
     /// The network of `group`.
-    pub fn new(group: GroupId, peers: Peers, heartbeats: HeartbeatCoalescer) -> Self {
+    pub fn new(
+        group: GroupId,
+        transport: Arc<dyn RaftTransport>,
+        heartbeats: HeartbeatCoalescer,
+    ) -> Self {
         Self {
             group,
-            peers,
+            transport,
             heartbeats,
         }
     }
@@ -57,7 +63,7 @@ pub struct GroupNetwork {
     group: GroupId,
     target: NodeId,
     addr: String,
-    peers: Peers,
+    transport: Arc<dyn RaftTransport>,
     heartbeats: Option<HeartbeatCoalescer>,
 }
 
@@ -67,7 +73,7 @@ impl GroupNetwork {
             group: f.group,
             target,
             addr: node.peer_addr.clone(),
-            peers: f.peers.clone(),
+            transport: f.transport.clone(),
             heartbeats: heartbeat.then(|| f.heartbeats.clone()),
         }
     }
@@ -87,20 +93,15 @@ impl GroupNetwork {
                     .await
                     .map_err(unreachable),
                 _ => {
-                    let mut client = self
-                        .peers
-                        .client(&self.addr)
-                        .map_err(|e| unreachable(e.to_string()))?;
                     let req = RaftRequest {
                         group: self.group,
                         kind: kind as i32,
                         payload,
                     };
-                    client
-                        .raft(req)
+                    self.transport
+                        .raft(&self.addr, req)
                         .await
-                        .map(|r| r.into_inner())
-                        .map_err(status_err)
+                        .map_err(transport_err)
                 }
             }
         };
@@ -120,10 +121,10 @@ fn unreachable(msg: impl ToString) -> RPCError {
     RPCError::Unreachable(Unreachable::new(&AnyError::error(msg.to_string())))
 }
 
-fn status_err(s: tonic::Status) -> RPCError {
-    match s.code() {
-        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => unreachable(s),
-        _ => RPCError::Network(NetworkError::new(&AnyError::error(s.to_string()))),
+fn transport_err(e: TransportError) -> RPCError {
+    match e {
+        TransportError::Unreachable(m) => unreachable(m),
+        TransportError::Failed(m) => RPCError::Network(NetworkError::new(&AnyError::error(m))),
     }
 }
 
@@ -204,16 +205,13 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
             chunks = chunks.len(),
             "sending snapshot"
         );
-        let mut client = self
-            .peers
-            .client(&self.addr)
-            .map_err(|e| unreachable(e.to_string()))?;
+        let transport = self.transport.clone();
+        let addr = self.addr.clone();
         let send = async move {
-            let reply = client
-                .install_snapshot(tokio_stream::iter(chunks))
+            let reply = transport
+                .install_snapshot(&addr, chunks)
                 .await
-                .map_err(status_err)?
-                .into_inner();
+                .map_err(transport_err)?;
             decode_reply::<SnapshotResponse>(reply)
         };
         tokio::select! {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use conclave_proto::peer::{GroupHeartbeat, HeartbeatBatch, RaftReply};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::network::Peers;
+use crate::network::RaftTransport;
 use crate::types::GroupId;
 
 /// Heartbeats queued per peer before new ones are refused.
@@ -33,7 +33,7 @@ struct Pending {
 /// Per-peer heartbeat batching.
 #[derive(Clone)]
 pub struct HeartbeatCoalescer {
-    peers: Peers,
+    transport: Arc<dyn RaftTransport>,
     queues: Arc<Mutex<HashMap<String, mpsc::Sender<Pending>>>>,
     stats: Arc<HeartbeatStats>,
 }
@@ -48,10 +48,10 @@ pub struct HeartbeatStats {
 }
 
 impl HeartbeatCoalescer {
-    /// Batching over `peers`' connections.
-    pub fn new(peers: Peers) -> Self {
+    /// Batching over `transport`.
+    pub fn new(transport: Arc<dyn RaftTransport>) -> Self {
         Self {
-            peers,
+            transport,
             queues: Arc::default(),
             stats: Arc::default(),
         }
@@ -93,7 +93,7 @@ impl HeartbeatCoalescer {
 
     fn spawn_sender(&self, addr: String) -> mpsc::Sender<Pending> {
         let (tx, mut rx) = mpsc::channel::<Pending>(QUEUE_CAPACITY);
-        let peers = self.peers.clone();
+        let transport = self.transport.clone();
         let stats = self.stats.clone();
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
@@ -111,19 +111,14 @@ impl HeartbeatCoalescer {
                         payload: p.payload.clone(),
                     })
                     .collect();
-                let result = match peers.client(&addr) {
-                    Ok(mut client) => {
-                        match tokio::time::timeout(
-                            BATCH_TIMEOUT,
-                            client.heartbeat(HeartbeatBatch { items }),
-                        )
-                        .await
-                        {
-                            Ok(r) => r.map(|r| r.into_inner().items).map_err(|s| s.to_string()),
-                            Err(_) => Err(format!("heartbeat batch to {addr} timed out")),
-                        }
-                    }
-                    Err(e) => Err(e.to_string()),
+                let result = match tokio::time::timeout(
+                    BATCH_TIMEOUT,
+                    transport.heartbeat(&addr, HeartbeatBatch { items }),
+                )
+                .await
+                {
+                    Ok(r) => r.map(|r| r.items).map_err(|e| e.to_string()),
+                    Err(_) => Err(format!("heartbeat batch to {addr} timed out")),
                 };
                 match result {
                     Ok(replies) if replies.len() == batch.len() => {

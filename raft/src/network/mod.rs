@@ -4,7 +4,9 @@
 mod factory;
 mod heartbeat;
 mod peers;
+mod transport;
 
 pub use factory::{GroupNetwork, GroupNetworkFactory};
 pub use heartbeat::HeartbeatCoalescer;
 pub use peers::{PeerClient, Peers, SECRET_HEADER};
+pub use transport::{RaftTransport, TransportError};

@@ -17,10 +17,25 @@ use crate::types::TypeConfig;
 /// Handle to the node's fsync thread.
 #[derive(Clone)]
 pub struct Fsync {
-    tx: mpsc::Sender<IOFlushed<TypeConfig>>,
+    mode: Mode,
+}
+
+#[derive(Clone)]
+enum Mode {
+    Thread(mpsc::Sender<IOFlushed<TypeConfig>>),
+    Unsynced(Db),
 }
 
 impl Fsync {
+    /// No fsync: appends complete once written to the WAL file, in the caller's task. For the
+    /// deterministic simulation, whose crashes stop a node's groups but not the process (so
+    /// nothing written is lost) and which must not wait on another thread.
+    pub fn unsynced(db: Db) -> Self {
+        Self {
+            mode: Mode::Unsynced(db),
+        }
+    }
+
     /// Starts the fsync thread for `db`.
     pub fn start(db: Db) -> Self {
         let (tx, rx) = mpsc::channel::<IOFlushed<TypeConfig>>();
@@ -40,13 +55,22 @@ impl Fsync {
                 }
             })
             .expect("spawn fsync thread");
-        Self { tx }
+        Self {
+            mode: Mode::Thread(tx),
+        }
     }
 
     /// Completes `callback` once everything written before this call is durable.
     pub fn after_sync(&self, callback: IOFlushed<TypeConfig>) {
-        if let Err(mpsc::SendError(cb)) = self.tx.send(callback) {
-            cb.io_completed(Err(std::io::Error::other("fsync thread stopped")));
+        match &self.mode {
+            Mode::Thread(tx) => {
+                if let Err(mpsc::SendError(cb)) = tx.send(callback) {
+                    cb.io_completed(Err(std::io::Error::other("fsync thread stopped")));
+                }
+            }
+            Mode::Unsynced(db) => {
+                callback.io_completed(db.inner.flush_wal(false).map_err(io_err));
+            }
         }
     }
 }
