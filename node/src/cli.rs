@@ -300,3 +300,48 @@ fn print_status(s: &Value) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["conclave", "healthcheck"]).expect("parses");
+        assert!(matches!(
+            cli.cmd,
+            Cmd::Healthcheck { ref url, timeout_secs: 2 } if url == "http://127.0.0.1:7070/readyz"
+        ));
+    }
+
+    #[tokio::test]
+    async fn healthcheck_passes_on_a_2xx_answer_only() {
+        let app = axum::Router::new()
+            .route("/ready", get(|| async { "ready" }))
+            .route(
+                "/not-ready",
+                get(|| async { StatusCode::SERVICE_UNAVAILABLE }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        assert!(healthcheck(&format!("http://{addr}/ready"), 2)
+            .await
+            .is_ok());
+        assert!(healthcheck(&format!("http://{addr}/not-ready"), 2)
+            .await
+            .is_err());
+
+        // Nothing listening: refused.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        assert!(healthcheck(&format!("http://127.0.0.1:{port}/readyz"), 2)
+            .await
+            .is_err());
+    }
+}
