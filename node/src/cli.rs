@@ -1,4 +1,5 @@
-//! The command line: `conclave start`, `conclave status`, `conclave node remove`.
+//! The command line: `conclave start`, `conclave status`, `conclave node remove`, and the two
+//! helpers a container needs without a shell: `conclave healthcheck`, `conclave admin-credentials`.
 
 use std::path::PathBuf;
 
@@ -33,6 +34,22 @@ enum Cmd {
     Node {
         #[command(subcommand)]
         cmd: NodeCmd,
+    },
+    /// Exit 0 if a node's health URL answers 2xx within the timeout, 1 otherwise (for container
+    /// health checks: no shell or curl needed).
+    Healthcheck {
+        /// URL to probe.
+        #[arg(long, default_value = "http://127.0.0.1:7070/readyz")]
+        url: String,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 2)]
+        timeout_secs: u64,
+    },
+    /// Print the admin credentials the first node wrote in its data folder.
+    AdminCredentials {
+        /// Data folder holding admin-credentials.
+        #[arg(long, env = "CONCLAVE_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
     },
 }
 
@@ -170,7 +187,36 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Cmd::Healthcheck { url, timeout_secs } => healthcheck(&url, timeout_secs).await,
+        Cmd::AdminCredentials { data_dir } => {
+            let path = data_dir.join(CREDENTIALS);
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "{} is not readable (only the first node of a cluster has it)",
+                    path.display()
+                )
+            })?;
+            let creds: AdminCredentials = serde_json::from_str(&text)
+                .with_context(|| format!("parsing {}", path.display()))?;
+            println!("{}", serde_json::to_string_pretty(&creds)?);
+            Ok(())
+        }
     }
+}
+
+/// Probes `url` once: `Ok` on a 2xx answer within `timeout_secs`.
+async fn healthcheck(url: &str, timeout_secs: u64) -> anyhow::Result<()> {
+    let resp = reqwest::Client::new()
+        .get(url)
+        .timeout(std::time::Duration::from_secs(timeout_secs))
+        .send()
+        .await
+        .with_context(|| format!("calling {url}"))?;
+    let status = resp.status();
+    if !status.is_success() {
+        bail!("{url} answered {status}");
+    }
+    Ok(())
 }
 
 fn init_tracing(default: &str) {
@@ -252,5 +298,50 @@ fn print_status(s: &Value) {
             ids(&sh["replicas"]),
             text(&sh["applied"])
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["conclave", "healthcheck"]).expect("parses");
+        assert!(matches!(
+            cli.cmd,
+            Cmd::Healthcheck { ref url, timeout_secs: 2 } if url == "http://127.0.0.1:7070/readyz"
+        ));
+    }
+
+    #[tokio::test]
+    async fn healthcheck_passes_on_a_2xx_answer_only() {
+        let app = axum::Router::new()
+            .route("/ready", get(|| async { "ready" }))
+            .route(
+                "/not-ready",
+                get(|| async { StatusCode::SERVICE_UNAVAILABLE }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        assert!(healthcheck(&format!("http://{addr}/ready"), 2)
+            .await
+            .is_ok());
+        assert!(healthcheck(&format!("http://{addr}/not-ready"), 2)
+            .await
+            .is_err());
+
+        // Nothing listening: refused.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        assert!(healthcheck(&format!("http://127.0.0.1:{port}/readyz"), 2)
+            .await
+            .is_err());
     }
 }
