@@ -29,7 +29,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import listen
 
 MIN_TOOLS = 30
-RETRY_SECONDS = 60
+RETRY_SECONDS = 180
 
 
 def check(cond, what):
@@ -43,16 +43,28 @@ def payload(result):
     return json.loads(result.content[0].text)
 
 
-async def call(session, name, args, *, error=False, agent=None):
-    """Calls a tool; retries while the cluster answers 503 (an election after a kill)."""
+def unknown_outcome(body):
+    """A 503 saying a write may have happened (the node handling it failed)."""
+    err = body.get("error", {})
+    return err.get("status") == 503 and "unknown" in err.get("message", "")
+
+
+async def call(session, name, args, *, error=False):
+    """Calls a tool; retries while the cluster answers 503 (an election, or an overloaded
+    machine). A conflict (409) after a write whose outcome was unknown means the earlier
+    attempt landed: that counts as success, and the answer is `{}`."""
     deadline = time.monotonic() + RETRY_SECONDS
+    maybe_landed = False
     while True:
         result = await session.call_tool(name, args)
         body = payload(result)
-        transient = result.is_error and body.get("error", {}).get("status") == 503
-        if transient and time.monotonic() < deadline:
+        status = body.get("error", {}).get("status") if result.is_error else None
+        if status == 503 and time.monotonic() < deadline:
+            maybe_landed |= unknown_outcome(body)
             await asyncio.sleep(0.5)
             continue
+        if status in (404, 409) and maybe_landed and not error:
+            return {}
         check(
             bool(result.is_error) == error,
             f"{name}({args}): is_error={result.is_error}, wanted {error}: {body}",
@@ -93,17 +105,40 @@ def http_client(key, transport=None, agent=None):
     )
 
 
-async def rest(base, key, method, path, body=None, want=None):
+async def rest(base, key, method, path, body=None):
+    """A REST call, retried while the key or an election is still spreading (401, 503)."""
     async with httpx2.AsyncClient(headers={"authorization": f"Bearer {key}"}, timeout=30) as c:
         deadline = time.monotonic() + RETRY_SECONDS
         while True:
             r = await c.request(method, base + path, json=body)
             if r.status_code in (401, 503) and time.monotonic() < deadline:
-                await asyncio.sleep(0.5)  # key or election still spreading
+                await asyncio.sleep(0.5)
                 continue
-            if want is not None:
-                check(r.status_code == want, f"{method} {path}: {r.status_code} {r.text}")
-            return r.json() if r.content else None
+            return r.status_code, (r.json() if r.content else None)
+
+
+async def rest_ok(base, key, method, path, body=None):
+    status, answer = await rest(base, key, method, path, body)
+    check(status < 300, f"{method} {path}: {status} {answer}")
+    return answer
+
+
+async def ensure_named(base, key, path, body):
+    """Creates a team or skill named body["name"], or finds the one an earlier attempt made."""
+    status, answer = await rest(base, key, "POST", path, body)
+    if status == 201:
+        return answer
+    check(status == 409, f"POST {path}: {status} {answer}")
+    listed = await rest_ok(base, key, "GET", path + "?limit=1000")
+    return next(i for i in listed["items"] if i["name"] == body["name"])
+
+
+async def grant(base, key, team, agent, skill):
+    """Adds `agent` to `team` and grants `skill` to it (both idempotent here)."""
+    status, answer = await rest(base, key, "POST", f"/v1/teams/{team}/members", {"agent": agent})
+    check(status in (200, 201, 409), f"add member: {status} {answer}")
+    status, answer = await rest(base, key, "POST", f"/v1/skills/{skill}/teams/{team}")
+    check(status in (200, 201, 409), f"grant: {status} {answer}")
 
 
 async def list_all_tools(session):
@@ -134,8 +169,8 @@ async def every_tool(session, base, key, tag):
     await c("heartbeat_agent", {"agent": agent})
     agents = await c("list_agents", {"limit": 1000})
     check(any(a["name"] == agent for a in agents["items"]), f"agent listed: {agents}")
-    sent = await c("send_message", {"to": f"agent:{agent}", "body": {"hello": tag}})
-    check(sent.get("id", "").startswith("msg_"), f"sent {sent}")
+    await c("send_message", {"to": f"agent:{agent}", "body": {"hello": tag},
+                             "idempotency_key": f"hello-{tag}"})
     inbox = await c("list_messages", {"agent": agent})
     check([m["body"] for m in inbox["items"]] == [{"hello": tag}], f"inbox {inbox}")
     events = await c("wait_for_events", {"agent": agent, "include_tasks": False, "timeout_ms": 0})
@@ -146,13 +181,16 @@ async def every_tool(session, base, key, tag):
     tasks = await c("list_tasks", {"limit": 1000})
     check(any(t["id"] == task["id"] for t in tasks["items"]), "task listed")
     claim = await c("claim_task", {"task_id": task["id"], "agent": agent})
+    if "fencing_token" not in claim:  # the claim landed on an attempt whose answer was lost
+        claim = await c("get_task", {"task_id": task["id"]})
     await c(
         "update_task",
         {"task_id": task["id"], "status": "done", "agent": agent,
          "fencing_token": claim["fencing_token"]},
     )
     gated = await c("create_task", {"title": f"gated {tag}", "mode": "approval"})
-    approved = await c("approve_task", {"task_id": gated["id"]})
+    await c("approve_task", {"task_id": gated["id"]})
+    approved = await c("get_task", {"task_id": gated["id"]})
     check(approved["status"] == "open", f"approved {approved}")
     # A business error is a result with isError, in the REST error shape.
     again = await c("claim_task", {"task_id": task["id"], "agent": agent}, error=True)
@@ -166,7 +204,7 @@ async def every_tool(session, base, key, tag):
     check(any(s["topic"] == topic for s in subs["items"]), f"subscriptions {subs}")
     await c("publish_topic", {"topic": topic, "body": {"n": 1}})
     read = await c("read_topic", {"topic": topic})
-    check([m["body"] for m in read["items"]] == [{"n": 1}], f"topic read {read}")
+    check({"n": 1} in [m["body"] for m in read["items"]], f"topic read {read}")
     await c("unsubscribe_topic", {"topic": topic, "agent": agent})
 
     key_name = f"mcp/{tag}"
@@ -189,10 +227,9 @@ async def every_tool(session, base, key, tag):
     check(content.get("text") == "hi there", f"content {content}")
 
     # Teams and skills are set up through REST; the lookups go through MCP.
-    team = await rest(base, key, "POST", "/v1/teams", {"name": f"team-{tag}", "description": ""}, 201)
-    await rest(base, key, "POST", f"/v1/teams/{team['id']}/members", {"agent": agent}, None)
-    skill = await rest(base, key, "POST", "/v1/skills", {"name": f"skill-{tag}", "description": ""}, 201)
-    await rest(base, key, "POST", f"/v1/skills/{skill['id']}/teams/{team['id']}", None, None)
+    team = await ensure_named(base, key, "/v1/teams", {"name": f"team-{tag}", "description": ""})
+    skill = await ensure_named(base, key, "/v1/skills", {"name": f"skill-{tag}", "description": ""})
+    await grant(base, key, team["id"], agent, skill["id"])
     check(any(t["id"] == team["id"] for t in (await c("list_teams", {}))["items"]), "team listed")
     await c("list_team_members", {"team_id": team["id"]})
     await c("list_team_skills", {"team_id": team["id"]})
@@ -215,7 +252,8 @@ async def wait_is_woken(session, agent):
     waiter = asyncio.create_task(call(
         session, "wait_for_events",
         {"agent": agent, "cursor": first["cursor"], "include_tasks": False, "timeout_ms": 60000}))
-    await call(session, "send_message", {"to": f"agent:{agent}", "body": "wake up"})
+    await call(session, "send_message", {"to": f"agent:{agent}", "body": "wake up",
+                                         "idempotency_key": f"wake-{agent}"})
     got = await waiter
     check([m["body"] for m in got["messages"]] == ["wake up"], f"woken with {got}")
     check(not got["timed_out"] and time.monotonic() - started < 60, "woken before the timeout")
@@ -274,10 +312,9 @@ async def skill_mode(url, key):
     """With skill mcp.tasks registered and granted to one team, only its agent may use the
     tasks tools; a refusal is recorded as a violation."""
     base = url.rsplit("/mcp", 1)[0]
-    team = await rest(base, key, "POST", "/v1/teams", {"name": "mcp-tasks-team", "description": ""}, 201)
-    await rest(base, key, "POST", f"/v1/teams/{team['id']}/members", {"agent": "mcp-worker"}, None)
-    skill = await rest(base, key, "POST", "/v1/skills", {"name": "mcp.tasks", "description": ""}, 201)
-    await rest(base, key, "POST", f"/v1/skills/{skill['id']}/teams/{team['id']}", None, None)
+    team = await ensure_named(base, key, "/v1/teams", {"name": "mcp-tasks-team", "description": ""})
+    skill = await ensure_named(base, key, "/v1/skills", {"name": "mcp.tasks", "description": ""})
+    await grant(base, key, team["id"], "mcp-worker", skill["id"])
     for agent, allowed in [("mcp-worker", True), ("mcp-outsider", False)]:
         async with http_client(key, agent=agent) as hc:
             async with streamable_http_client(url, http_client=hc) as (read, write):
@@ -296,7 +333,7 @@ async def skill_mode(url, key):
                         check("recorded as policy violation" in body["error"]["message"], f"{body}")
                     # Tools of other groups stay open (no such skill is registered).
                     await call(session, "list_topics", {})
-    violations = await rest(base, key, "GET", "/v1/audit/violations", None, 200)
+    violations = await rest_ok(base, key, "GET", "/v1/audit/violations?limit=1000")
     check(any(v.get("via") == "mcp:list_tasks" and v.get("agent") == "mcp-outsider"
               for v in violations["items"]), f"violation recorded: {violations}")
     print("skills: refusal recorded")
@@ -311,16 +348,15 @@ async def auto_mode(url, key):
               f"auto mode spoke {client.session.protocol_version}")
         tools = (await client.list_tools()).tools
         check(len(tools) >= MIN_TOOLS, f"{len(tools)} tools")
-        me = await client.call_tool("whoami", {})
-        check(not me.is_error, f"whoami: {me}")
-        await client.call_tool("register_agent", {"name": "mcp-auto"})
-        sent = await client.call_tool("send_message", {"to": "agent:mcp-auto", "body": "hi"})
-        check(not sent.is_error, f"send: {sent}")
-        got = await client.call_tool("wait_for_events", {"agent": "mcp-auto", "timeout_ms": 0})
-        body = payload(got)
+        await call(client, "whoami", {})
+        await call(client, "register_agent", {"name": "mcp-auto"})
+        await call(client, "send_message", {"to": "agent:mcp-auto", "body": "hi",
+                                            "idempotency_key": "auto-hi"})
+        body = await call(client, "wait_for_events",
+                          {"agent": "mcp-auto", "timeout_ms": 0})
         check([m["body"] for m in body["messages"]] == ["hi"], f"events {body}")
-        err = await client.call_tool("get_task", {"task_id": "task_1_999999"})
-        check(err.is_error and payload(err)["error"]["status"] == 404, f"missing task: {err}")
+        err = await call(client, "get_task", {"task_id": "task_1_999999"}, error=True)
+        check(err["error"]["status"] == 404, f"missing task: {err}")
         async with client.listen(tools_list_changed=True) as sub:
             check(sub.honored.tools_list_changed, f"listen honoured {sub.honored}")
     # A request whose headers disagree with its body is refused.
@@ -363,7 +399,8 @@ async def failover_mode(url, key, urls):
                 got = await call(session, "get_context", {"key": "mcp/failover"})
                 check(got["value"] == "before", f"context after failover {got}")
                 await call(session, "set_context", {"key": "mcp/failover", "value": "after"})
-                await call(session, "send_message", {"to": "agent:mcp-survivor", "body": 1})
+                await call(session, "send_message", {"to": "agent:mcp-survivor", "body": 1,
+                                                     "idempotency_key": "survivor-1"})
                 ev = await call(session, "wait_for_events",
                                 {"agent": "mcp-survivor", "include_tasks": False, "timeout_ms": 0})
                 check(len(ev["messages"]) == 1, f"events after failover {ev}")

@@ -17,7 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
 /// Longest a script may run.
-const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// The Python with the MCP SDK: `CONCLAVE_MCP_PYTHON`, else the virtualenv `scripts/test.sh`
 /// installs. Under CI the variable must be set, so a missing install fails the run.

@@ -73,8 +73,20 @@ fn specs() -> Vec<Spec> {
         // agents
         spec("register_agent", M::POST, "/v1/agents", &[], AGENTS),
         spec("list_agents", M::GET, "/v1/agents", &[], AGENTS),
-        spec("heartbeat_agent", M::POST, "/v1/agents/{id}/heartbeat", AGENT, AGENTS),
-        spec("disconnect_agent", M::POST, "/v1/agents/{id}/disconnect", AGENT, AGENTS),
+        spec(
+            "heartbeat_agent",
+            M::POST,
+            "/v1/agents/{id}/heartbeat",
+            AGENT,
+            AGENTS,
+        ),
+        spec(
+            "disconnect_agent",
+            M::POST,
+            "/v1/agents/{id}/disconnect",
+            AGENT,
+            AGENTS,
+        ),
         spec("delete_agent", M::DELETE, "/v1/agents/{id}", AGENT, AGENTS),
         // messages
         spec("send_message", M::POST, "/v1/messages", &[], MESSAGING),
@@ -84,35 +96,125 @@ fn specs() -> Vec<Spec> {
         spec("list_tasks", M::GET, "/v1/tasks", &[], TASKS),
         spec("get_task", M::GET, "/v1/tasks/{id}", TASK, TASKS),
         spec("claim_task", M::POST, "/v1/tasks/{id}/claim", TASK, TASKS),
-        spec("approve_task", M::POST, "/v1/tasks/{id}/approve", TASK, TASKS),
+        spec(
+            "approve_task",
+            M::POST,
+            "/v1/tasks/{id}/approve",
+            TASK,
+            TASKS,
+        ),
         spec("update_task", M::PATCH, "/v1/tasks/{id}", TASK, TASKS),
         // topics
         spec("create_topic", M::POST, "/v1/topics", &[], TOPICS),
         spec("list_topics", M::GET, "/v1/topics", &[], TOPICS),
-        spec("publish_topic", M::POST, "/v1/topics/{name}/publish", TOPIC, TOPICS),
-        spec("read_topic", M::GET, "/v1/topics/{name}/messages", TOPIC, TOPICS),
-        spec("subscribe_topic", M::POST, "/v1/topics/{name}/subscribe", TOPIC, TOPICS),
-        spec("unsubscribe_topic", M::DELETE, "/v1/topics/{name}/subscribe", TOPIC, TOPICS),
-        spec("list_topic_subscriptions", M::GET, "/v1/topics/subscriptions", &[], TOPICS),
+        spec(
+            "publish_topic",
+            M::POST,
+            "/v1/topics/{name}/publish",
+            TOPIC,
+            TOPICS,
+        ),
+        spec(
+            "read_topic",
+            M::GET,
+            "/v1/topics/{name}/messages",
+            TOPIC,
+            TOPICS,
+        ),
+        spec(
+            "subscribe_topic",
+            M::POST,
+            "/v1/topics/{name}/subscribe",
+            TOPIC,
+            TOPICS,
+        ),
+        spec(
+            "unsubscribe_topic",
+            M::DELETE,
+            "/v1/topics/{name}/subscribe",
+            TOPIC,
+            TOPICS,
+        ),
+        spec(
+            "list_topic_subscriptions",
+            M::GET,
+            "/v1/topics/subscriptions",
+            &[],
+            TOPICS,
+        ),
         // context
         spec("get_context", M::GET, "/v1/context/{key}", &[], CONTEXT),
         spec("set_context", M::PUT, "/v1/context/{key}", &[], CONTEXT),
-        spec("delete_context", M::DELETE, "/v1/context/{key}", &[], CONTEXT),
+        spec(
+            "delete_context",
+            M::DELETE,
+            "/v1/context/{key}",
+            &[],
+            CONTEXT,
+        ),
         spec("list_context", M::GET, "/v1/context", &[], CONTEXT),
-        spec("store_embedding", M::POST, "/v1/context/embeddings", &[], CONTEXT),
-        spec("list_embeddings", M::GET, "/v1/context/embeddings", &[], CONTEXT),
-        spec("search_context", M::POST, "/v1/context/search", &[], CONTEXT),
+        spec(
+            "store_embedding",
+            M::POST,
+            "/v1/context/embeddings",
+            &[],
+            CONTEXT,
+        ),
+        spec(
+            "list_embeddings",
+            M::GET,
+            "/v1/context/embeddings",
+            &[],
+            CONTEXT,
+        ),
+        spec(
+            "search_context",
+            M::POST,
+            "/v1/context/search",
+            &[],
+            CONTEXT,
+        ),
         // artifacts
         spec("create_artifact", M::POST, "/v1/artifacts", &[], ARTIFACTS),
         spec("list_artifacts", M::GET, "/v1/artifacts", &[], ARTIFACTS),
-        spec("get_artifact", M::GET, "/v1/artifacts/{id}", ARTIFACT, ARTIFACTS),
-        spec("get_artifact_content", M::GET, "/v1/artifacts/{id}/content", ARTIFACT, ARTIFACTS),
+        spec(
+            "get_artifact",
+            M::GET,
+            "/v1/artifacts/{id}",
+            ARTIFACT,
+            ARTIFACTS,
+        ),
+        spec(
+            "get_artifact_content",
+            M::GET,
+            "/v1/artifacts/{id}/content",
+            ARTIFACT,
+            ARTIFACTS,
+        ),
         // teams and skills
         spec("list_teams", M::GET, "/v1/teams", &[], DIRECTORY),
-        spec("list_team_members", M::GET, "/v1/teams/{id}/members", TEAM, DIRECTORY),
-        spec("list_team_skills", M::GET, "/v1/teams/{id}/skills", TEAM, DIRECTORY),
+        spec(
+            "list_team_members",
+            M::GET,
+            "/v1/teams/{id}/members",
+            TEAM,
+            DIRECTORY,
+        ),
+        spec(
+            "list_team_skills",
+            M::GET,
+            "/v1/teams/{id}/skills",
+            TEAM,
+            DIRECTORY,
+        ),
         spec("list_skills", M::GET, "/v1/skills", &[], DIRECTORY),
-        spec("invoke_skill", M::POST, "/v1/skills/{id}/invoke", SKILL, SKILLS),
+        spec(
+            "invoke_skill",
+            M::POST,
+            "/v1/skills/{id}/invoke",
+            SKILL,
+            SKILLS,
+        ),
         spec("whoami", M::GET, "/v1/session/me", &[], None),
     ]
 }
@@ -283,6 +385,8 @@ fn mirror(doc: &Value, spec: Spec) -> Result<Tool, String> {
                 let req = p["required"].as_bool().unwrap_or(false);
                 a.add(tool, name, schema, req, Slot::Query)?;
             }
+            // Header parameters (`Idempotency-Key`) have body twins, which tools use.
+            Some("header") => {}
             other => {
                 return Err(format!(
                     "{}: parameter {name} in {other:?} is not supported",
@@ -299,6 +403,17 @@ fn mirror(doc: &Value, spec: Spec) -> Result<Tool, String> {
         // A body of several shapes (`oneOf`): its arguments are the union of the shapes'
         // properties, required where every shape requires them, and the shapes themselves
         // stay in the schema so exactly one must match.
+        // An optional body (`oneOf: [null, X]`) is the shape X.
+        let resolved = match resolved.get("oneOf").and_then(Value::as_array) {
+            Some(v) if v.len() == 2 && v.iter().any(|s| s == &json!({"type": "null"})) => {
+                let other = v
+                    .iter()
+                    .find(|s| *s != &json!({"type": "null"}))
+                    .expect("two");
+                resolve(doc, other)
+            }
+            _ => resolved,
+        };
         let shapes: Vec<Value> = match resolved.get("oneOf").or_else(|| resolved.get("anyOf")) {
             Some(Value::Array(v)) => {
                 if !a.slots.is_empty() {
@@ -315,11 +430,16 @@ fn mirror(doc: &Value, spec: Spec) -> Result<Tool, String> {
         let mut body_props = Map::new();
         let mut body_required: Option<BTreeSet<String>> = None;
         for shape in &shapes {
-            let Some(props) = shape["properties"].as_object() else {
-                return Err(format!("{}: the request body is not an object", spec.name));
+            let empty = Map::new();
+            let props = match shape["properties"].as_object() {
+                Some(p) => p,
+                None if shape["type"] == "object" => &empty,
+                None => return Err(format!("{}: the request body is not an object", spec.name)),
             };
             for (name, schema) in props {
-                body_props.entry(name.clone()).or_insert_with(|| schema.clone());
+                body_props
+                    .entry(name.clone())
+                    .or_insert_with(|| schema.clone());
             }
             let req: BTreeSet<String> = shape["required"]
                 .as_array()
@@ -383,7 +503,10 @@ const COMPONENT_PREFIX: &str = "#/components/schemas/";
 
 /// `schema`, or the component it refers to.
 fn resolve(doc: &Value, schema: &Value) -> Value {
-    match schema["$ref"].as_str().and_then(|r| r.strip_prefix(COMPONENT_PREFIX)) {
+    match schema["$ref"]
+        .as_str()
+        .and_then(|r| r.strip_prefix(COMPONENT_PREFIX))
+    {
         Some(name) => resolve(doc, &doc["components"]["schemas"][name]),
         None => schema.clone(),
     }

@@ -67,7 +67,11 @@ pub fn build_request(
                 if value.is_null() {
                     continue;
                 }
-                query.push(format!("{}={}", percent_encode(arg), percent_encode(&scalar_text(arg, value)?)));
+                query.push(format!(
+                    "{}={}",
+                    percent_encode(arg),
+                    percent_encode(&scalar_text(arg, value)?)
+                ));
             }
             Slot::Body => {
                 body.insert(arg.clone(), value.clone());
@@ -127,9 +131,8 @@ pub async fn send(rest: &Router, req: Request<Body>) -> RestAnswer {
     let body = if bytes.is_empty() {
         Value::Null
     } else if content_type.starts_with("application/json") {
-        serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-            Value::String(String::from_utf8_lossy(&bytes).into_owned())
-        })
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
     } else {
         match std::str::from_utf8(&bytes) {
             Ok(text) => json!({"content_type": content_type, "size": bytes.len(), "text": text}),
@@ -203,10 +206,16 @@ mod tests {
     async fn arguments_become_path_query_and_body() {
         let args = json!({"task_id": "task_1 2/3", "agent": "bot", "dry": true});
         let req = build_request(&route(), args.as_object().unwrap(), None, via()).unwrap();
-        assert_eq!(req.uri().to_string(), "/v1/tasks/task_1%202%2F3/claim?dry=true");
+        assert_eq!(
+            req.uri().to_string(),
+            "/v1/tasks/task_1%202%2F3/claim?dry=true"
+        );
         assert_eq!(req.extensions().get::<Via>(), Some(&via()));
         let body = axum::body::to_bytes(req.into_body(), 1024).await.unwrap();
-        assert_eq!(serde_json::from_slice::<Value>(&body).unwrap(), json!({"agent": "bot"}));
+        assert_eq!(
+            serde_json::from_slice::<Value>(&body).unwrap(),
+            json!({"agent": "bot"})
+        );
     }
 
     #[test]

@@ -114,12 +114,18 @@ pub fn parse(value: Value) -> Result<Incoming, (Id, RpcError)> {
     }
     let answer_id = id.clone().unwrap_or(Value::Null);
     if obj.get("jsonrpc") != Some(&json!("2.0")) {
-        return Err((answer_id, RpcError::invalid_request("jsonrpc must be \"2.0\"")));
+        return Err((
+            answer_id,
+            RpcError::invalid_request("jsonrpc must be \"2.0\""),
+        ));
     }
     let method = match obj.remove("method") {
         Some(Value::String(m)) => m,
         Some(_) => {
-            return Err((answer_id, RpcError::invalid_request("method must be a string")));
+            return Err((
+                answer_id,
+                RpcError::invalid_request("method must be a string"),
+            ));
         }
         None if obj.contains_key("result") || obj.contains_key("error") => {
             return Ok(Incoming::Response)
@@ -130,7 +136,10 @@ pub fn parse(value: Value) -> Result<Incoming, (Id, RpcError)> {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(p)) => p,
         Some(_) => {
-            return Err((answer_id, RpcError::invalid_params("params must be an object")));
+            return Err((
+                answer_id,
+                RpcError::invalid_params("params must be an object"),
+            ));
         }
     };
     Ok(match id {
@@ -187,8 +196,8 @@ mod tests {
             let (_, e) = parse(bad.clone()).unwrap_err();
             assert_eq!(e.code, INVALID_REQUEST, "{bad}");
         }
-        let (id, e) = parse(json!({"jsonrpc": "2.0", "id": 3, "method": "x", "params": [1]}))
-            .unwrap_err();
+        let (id, e) =
+            parse(json!({"jsonrpc": "2.0", "id": 3, "method": "x", "params": [1]})).unwrap_err();
         assert_eq!((id, e.code), (json!(3), INVALID_PARAMS));
     }
 }

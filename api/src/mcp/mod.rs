@@ -94,6 +94,9 @@ messages, create and claim tasks, publish to topics, share context and artifacts
 mirrors a REST operation of the same workspace. Call wait_for_events to block until an agent \
 has new messages, tasks or topic messages instead of polling.";
 
+/// An answer that ends a request early (boxed: a `Response` is large).
+type Refusal = Box<Response>;
+
 /// What the MCP handlers share.
 #[derive(Clone)]
 struct Mcp {
@@ -114,18 +117,21 @@ pub fn routes(state: AppState, rest: Router) -> Router {
         listens: Arc::new(Semaphore::new(MAX_LISTENS)),
     };
     Router::new()
-        .route("/mcp", post(handle_post).get(handle_get).delete(handle_delete))
+        .route(
+            "/mcp",
+            post(handle_post).get(handle_get).delete(handle_delete),
+        )
         .layer(DefaultBodyLimit::max(limit))
         .with_state(mcp)
 }
 
 /// The caller of a request, and the `Authorization` header tools pass on (always `Bearer`).
-fn caller(state: &AppState, headers: &HeaderMap) -> Result<(Caller, HeaderValue), Response> {
+fn caller(state: &AppState, headers: &HeaderMap) -> Result<(Caller, HeaderValue), Refusal> {
     let unauthorized = |e: ApiError| {
         let mut r = e.into_response();
         r.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        r
+        Box::new(r)
     };
     let mut headers = headers.clone();
     if let Some(basic) = headers
@@ -139,7 +145,11 @@ fn caller(state: &AppState, headers: &HeaderMap) -> Result<(Caller, HeaderValue)
             .and_then(|b| String::from_utf8(b).ok())
             .and_then(|pair| pair.split_once(':').map(|(_, key)| key.to_string()))
             .filter(|k| !k.is_empty())
-            .ok_or_else(|| unauthorized(ApiError::unauthorized("basic credentials must be `<any>:<api key>`")))?;
+            .ok_or_else(|| {
+                unauthorized(ApiError::unauthorized(
+                    "basic credentials must be `<any>:<api key>`",
+                ))
+            })?;
         let bearer = HeaderValue::from_str(&format!("Bearer {key}"))
             .map_err(|_| unauthorized(ApiError::unauthorized("invalid api key")))?;
         headers.insert(header::AUTHORIZATION, bearer);
@@ -185,7 +195,7 @@ async fn handle_post(
 ) -> Response {
     let (caller, auth) = match caller(&mcp.state, &headers) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let body = match body {
         Ok(b) => b,
@@ -243,7 +253,7 @@ async fn handle_post(
                         Reply::Json(v) => json_response(StatusCode::OK, v),
                         Reply::Stream(r) => r,
                     },
-                    Err(r) => r,
+                    Err(r) => *r,
                 }
             }
         }
@@ -258,7 +268,11 @@ async fn handle_post(
 /// Whether a message is of the stateless form.
 fn is_stateless(obj: &Map<String, Value>) -> bool {
     obj.get("method").and_then(Value::as_str) == Some("server/discover")
-        || obj["params"]["_meta"].get(PROTOCOL_VERSION_META).is_some()
+        || obj
+            .get("params")
+            .and_then(|p| p.get("_meta"))
+            .and_then(|m| m.get(PROTOCOL_VERSION_META))
+            .is_some()
 }
 
 /// A batch of session-form messages.
@@ -271,7 +285,7 @@ async fn post_batch(ctx: &mut Ctx<'_>, headers: &HeaderMap, batch: Vec<Value>) -
         );
     }
     if let Err(r) = open_session(ctx, headers) {
-        return r;
+        return *r;
     }
     let mut answers = Vec::new();
     for msg in batch {
@@ -300,27 +314,27 @@ async fn post_batch(ctx: &mut Ctx<'_>, headers: &HeaderMap, batch: Vec<Value>) -
 
 /// Checks the request's session: 400 without one, 404 for one that is unknown, expired, of
 /// another key, or ended; 400 when `MCP-Protocol-Version` disagrees with it.
-fn open_session(ctx: &mut Ctx<'_>, headers: &HeaderMap) -> Result<(), Response> {
+fn open_session(ctx: &mut Ctx<'_>, headers: &HeaderMap) -> Result<(), Refusal> {
     let Some(id) = header_str(headers, &SESSION_ID) else {
-        return Err(rpc_error(
+        return Err(Box::new(rpc_error(
             StatusCode::BAD_REQUEST,
             &Value::Null,
             &RpcError::invalid_request(
                 "missing mcp-session-id header: send initialize first, or use the stateless form",
             ),
-        ));
+        )));
     };
     let claims = verify_session(ctx.mcp, &ctx.caller, id)?;
     if let Some(v) = header_str(headers, &PROTOCOL_VERSION) {
         if v != claims.pv {
-            return Err(rpc_error(
+            return Err(Box::new(rpc_error(
                 StatusCode::BAD_REQUEST,
                 &Value::Null,
                 &RpcError::invalid_request(format!(
                     "mcp-protocol-version {v:?} differs from the session's {:?}",
                     claims.pv
                 )),
-            ));
+            )));
         }
     }
     ctx.session = Some(claims.n);
@@ -328,13 +342,13 @@ fn open_session(ctx: &mut Ctx<'_>, headers: &HeaderMap) -> Result<(), Response> 
 }
 
 /// The claims of session `id` if it is live for `caller`; else the 404 answer.
-fn verify_session(mcp: &Mcp, caller: &Caller, id: &str) -> Result<SessionClaims, Response> {
+fn verify_session(mcp: &Mcp, caller: &Caller, id: &str) -> Result<SessionClaims, Refusal> {
     let not_found = |message: &str| {
-        rpc_error(
+        Box::new(rpc_error(
             StatusCode::NOT_FOUND,
             &Value::Null,
             &RpcError::invalid_request(message),
-        )
+        ))
     };
     let claims = session::verify(
         mcp.state.cluster_secret.as_bytes(),
@@ -376,12 +390,7 @@ fn initialize(ctx: &Ctx<'_>, msg: Value) -> Response {
         Some(v) if SESSION_VERSIONS.contains(&v) => v,
         _ => SESSION_VERSIONS[SESSION_VERSIONS.len() - 1],
     };
-    let claims = session::new_claims(
-        &ctx.caller.workspace,
-        &ctx.caller.key_id,
-        version,
-        now_ms(),
-    );
+    let claims = session::new_claims(&ctx.caller.workspace, &ctx.caller.key_id, version, now_ms());
     let sid = session::sign(ctx.mcp.state.cluster_secret.as_bytes(), &claims);
     let result = json!({
         "protocolVersion": version,
@@ -444,25 +453,39 @@ fn check_envelope(obj: &Map<String, Value>, headers: &HeaderMap) -> Result<(), R
     }
     let version = &meta[PROTOCOL_VERSION_META];
     let mismatch = |m: String| RpcError::new(jsonrpc::HEADER_MISMATCH, m);
-    if header_str(headers, &PROTOCOL_VERSION).map(|v| json!(v)).as_ref() != Some(version) {
+    if header_str(headers, &PROTOCOL_VERSION)
+        .map(|v| json!(v))
+        .as_ref()
+        != Some(version)
+    {
         return Err(mismatch(
             "mcp-protocol-version header does not match params._meta's protocol version".into(),
         ));
     }
     let method = obj.get("method").and_then(Value::as_str);
     if header_str(headers, &MCP_METHOD) != method {
-        return Err(mismatch("mcp-method header does not match the method".into()));
+        return Err(mismatch(
+            "mcp-method header does not match the method".into(),
+        ));
     }
     if method == Some("tools/call") {
-        if let Some(name) = obj["params"].get("name").and_then(Value::as_str) {
+        if let Some(name) = obj
+            .get("params")
+            .and_then(|p| p.get("name"))
+            .and_then(Value::as_str)
+        {
             let header = header_str(headers, &MCP_NAME).map(decode_header_value);
             if header.as_deref() != Some(name) {
-                return Err(mismatch("mcp-name header does not match the tool name".into()));
+                return Err(mismatch(
+                    "mcp-name header does not match the tool name".into(),
+                ));
             }
         }
     }
     let Some(version) = version.as_str() else {
-        return Err(RpcError::invalid_params("the protocol version must be a string"));
+        return Err(RpcError::invalid_params(
+            "the protocol version must be a string",
+        ));
     };
     if !STATELESS_VERSIONS.contains(&version) {
         return Err(RpcError::new(
@@ -543,7 +566,13 @@ fn discover() -> Value {
 
 /// `tools/list`: every tool, in name order, in one page.
 fn tools_list(ctx: &Ctx<'_>) -> Value {
-    let tools: Vec<Value> = ctx.mcp.catalog.tools().iter().map(|t| t.listing()).collect();
+    let tools: Vec<Value> = ctx
+        .mcp
+        .catalog
+        .tools()
+        .iter()
+        .map(|t| t.listing())
+        .collect();
     let mut r = json!({"tools": tools});
     if ctx.modern {
         r["ttlMs"] = json!(60_000);
@@ -668,12 +697,12 @@ fn listen(ctx: &Ctx<'_>, id: &Value, params: &Map<String, Value>) -> Result<Resp
         .get("notifications")
         .and_then(Value::as_object)
         .ok_or_else(|| RpcError::invalid_params("params.notifications must be an object"))?;
-    let permit = ctx
-        .mcp
-        .listens
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| RpcError::new(jsonrpc::INTERNAL_ERROR, "too many open subscriptions on this node"))?;
+    let permit = ctx.mcp.listens.clone().try_acquire_owned().map_err(|_| {
+        RpcError::new(
+            jsonrpc::INTERNAL_ERROR,
+            "too many open subscriptions on this node",
+        )
+    })?;
     let mut honoured = Map::new();
     if filter.get("toolsListChanged") == Some(&json!(true)) {
         honoured.insert("toolsListChanged".into(), json!(true));
@@ -687,22 +716,23 @@ fn listen(ctx: &Ctx<'_>, id: &Value, params: &Map<String, Value>) -> Result<Resp
         id,
         json!({"resultType": "complete", "_meta": {SUBSCRIPTION_ID_META: id, SERVER_INFO_META: server_info()}}),
     );
-    let events = futures::stream::iter([Ok::<_, Infallible>(Event::default().event("message").data(ack.to_string()))])
-        .chain(futures::stream::once(async move {
-            tokio::time::sleep(LISTEN_DURATION).await;
-            drop(permit);
-            Ok(Event::default().event("message").data(end.to_string()))
-        }));
+    let events = futures::stream::iter([Ok::<_, Infallible>(
+        Event::default().event("message").data(ack.to_string()),
+    )])
+    .chain(futures::stream::once(async move {
+        tokio::time::sleep(LISTEN_DURATION).await;
+        drop(permit);
+        Ok(Event::default().event("message").data(end.to_string()))
+    }));
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
 }
 
-
 /// `GET /mcp`: this server sends nothing unasked in the session form, so no stream: 405.
 async fn handle_get(State(mcp): State<Mcp>, headers: HeaderMap) -> Response {
     if let Err(r) = caller(&mcp.state, &headers) {
-        return r;
+        return *r;
     }
     let mut r = ApiError::method_not_allowed().into_response();
     r.headers_mut()
@@ -714,14 +744,14 @@ async fn handle_get(State(mcp): State<Mcp>, headers: HeaderMap) -> Response {
 async fn handle_delete(State(mcp): State<Mcp>, headers: HeaderMap) -> Response {
     let (caller, _) = match caller(&mcp.state, &headers) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(id) = header_str(&headers, &SESSION_ID) else {
         return ApiError::bad_request("missing mcp-session-id header").into_response();
     };
     let claims = match verify_session(&mcp, &caller, id) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let cmd = MetaCommand::EndMcpSession {
         nonce: claims.n,
@@ -740,7 +770,10 @@ mod tests {
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.insert(HeaderName::from_static(k), HeaderValue::from_str(v).unwrap());
+            h.insert(
+                HeaderName::from_static(k),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         h
     }
@@ -795,10 +828,16 @@ mod tests {
         let req = request("tools/list", "2026-07-28", None);
         for h in [
             headers(&[("mcp-method", "tools/list")]),
-            headers(&[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "ping")]),
+            headers(&[
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-method", "ping"),
+            ]),
         ] {
             let e = check_envelope(&req, &h).unwrap_err();
-            assert_eq!((e.code, e.modern_status()), (jsonrpc::HEADER_MISMATCH, StatusCode::BAD_REQUEST));
+            assert_eq!(
+                (e.code, e.modern_status()),
+                (jsonrpc::HEADER_MISMATCH, StatusCode::BAD_REQUEST)
+            );
         }
         let call = request("tools/call", "2026-07-28", Some("whoami"));
         let h = headers(&[
@@ -806,10 +845,16 @@ mod tests {
             ("mcp-method", "tools/call"),
             ("mcp-name", "list_tasks"),
         ]);
-        assert_eq!(check_envelope(&call, &h).unwrap_err().code, jsonrpc::HEADER_MISMATCH);
+        assert_eq!(
+            check_envelope(&call, &h).unwrap_err().code,
+            jsonrpc::HEADER_MISMATCH
+        );
         // An unknown version names the supported ones.
         let old = request("tools/list", "2099-01-01", None);
-        let h = headers(&[("mcp-protocol-version", "2099-01-01"), ("mcp-method", "tools/list")]);
+        let h = headers(&[
+            ("mcp-protocol-version", "2099-01-01"),
+            ("mcp-method", "tools/list"),
+        ]);
         let e = check_envelope(&old, &h).unwrap_err();
         assert_eq!(e.code, jsonrpc::UNSUPPORTED_PROTOCOL_VERSION);
         assert_eq!(e.data.unwrap()["supported"], json!(STATELESS_VERSIONS));
@@ -819,6 +864,8 @@ mod tests {
     fn session_messages_are_not_stateless() {
         let msg = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}});
         assert!(!is_stateless(msg.as_object().unwrap()));
+        let bare = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+        assert!(!is_stateless(bare.as_object().unwrap()));
         let discover = json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover"});
         assert!(is_stateless(discover.as_object().unwrap()));
     }
