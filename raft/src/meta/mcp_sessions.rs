@@ -11,7 +11,7 @@
 //! same entries); when [`MAX_ENDED_SESSIONS`] live entries are held, a further end is refused
 //! (the session then simply runs to its expiry).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -20,10 +20,12 @@ use crate::error::CoreError;
 /// Most ended, not yet expired sessions remembered at once.
 pub const MAX_ENDED_SESSIONS: usize = 100_000;
 
-/// Ended sessions: session nonce → when the session expires, ms since the epoch.
+/// Ended sessions: session nonce → when the session expires, ms since the epoch, and the same
+/// pairs ordered by expiry, so expired entries are dropped from the front.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct McpSessions {
     ended: BTreeMap<String, u64>,
+    by_expiry: BTreeSet<(u64, String)>,
 }
 
 impl McpSessions {
@@ -45,7 +47,13 @@ impl McpSessions {
     /// Records that the session `nonce`, valid until `expires_at`, has ended, after dropping
     /// every entry expired at `at_ms`. Ending an ended or expired session changes nothing.
     pub fn end(&mut self, nonce: &str, expires_at: u64, at_ms: u64) -> Result<(), CoreError> {
-        self.ended.retain(|_, exp| *exp > at_ms);
+        while let Some((exp, n)) = self.by_expiry.first().cloned() {
+            if exp > at_ms {
+                break;
+            }
+            self.by_expiry.pop_first();
+            self.ended.remove(&n);
+        }
         if expires_at <= at_ms || self.ended.contains_key(nonce) {
             return Ok(());
         }
@@ -55,6 +63,7 @@ impl McpSessions {
             ));
         }
         self.ended.insert(nonce.to_string(), expires_at);
+        self.by_expiry.insert((expires_at, nonce.to_string()));
         Ok(())
     }
 }
