@@ -15,6 +15,16 @@ if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$schemathesis_ver
   "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$schemathesis_version" "hypothesis==6.170.15"
 fi
 export CONCLAVE_SCHEMATHESIS="$venv/bin/schemathesis"
+# The MCP tests drive /mcp with the official Python MCP SDK, pinned, in a virtualenv of its own
+# (its dependencies would clash with Schemathesis's), installed once.
+mcp_venv="${CONCLAVE_MCP_VENV:-$HOME/.cache/conclave/venv-mcp}"
+mcp_version="2.3.0"
+if ! "$mcp_venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('mcp') != '$mcp_version')" 2>/dev/null; then
+  echo "installing mcp $mcp_version into $mcp_venv"
+  python3 -m venv "$mcp_venv"
+  "$mcp_venv/bin/pip" install -q --disable-pip-version-check "mcp==$mcp_version" "mcp-types==$mcp_version"
+fi
+export CONCLAVE_MCP_PYTHON="$mcp_venv/bin/python"
 # Builds are cached outside the checkout so repeated runs (and CI) stay fast.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/conclave/target}"
 cargo build -p conclave-node

@@ -3,6 +3,7 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
 use conclave_raft::meta::Scope;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -72,25 +73,30 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthorized("missing authorization header"))?;
-        let secret = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .ok_or_else(|| ApiError::unauthorized("authorization must be `Bearer <api key>`"))?;
-        let hash = hash_secret(secret.trim());
-        let meta = state.groups().meta().read().expect("meta lock");
-        let key = meta
-            .key_by_hash(&hash)
-            .ok_or_else(|| ApiError::unauthorized("invalid or revoked api key"))?;
-        Ok(Caller {
-            key_id: key.id.clone(),
-            workspace: key.workspace.clone(),
-            scope: key.scope,
-            user: key.user.clone(),
-        })
+        authenticate(state, &parts.headers)
     }
+}
+
+/// The caller named by a request's `Authorization: Bearer <api key>` header, checked against
+/// the local meta replica; 401 without a valid key.
+pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing authorization header"))?;
+    let secret = header
+        .to_str()
+        .ok()
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError::unauthorized("authorization must be `Bearer <api key>`"))?;
+    let hash = hash_secret(secret.trim());
+    let meta = state.groups().meta().read().expect("meta lock");
+    let key = meta
+        .key_by_hash(&hash)
+        .ok_or_else(|| ApiError::unauthorized("invalid or revoked api key"))?;
+    Ok(Caller {
+        key_id: key.id.clone(),
+        workspace: key.workspace.clone(),
+        scope: key.scope,
+        user: key.user.clone(),
+    })
 }

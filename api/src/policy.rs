@@ -4,8 +4,8 @@
 //! workspace and at least one team the agent belongs to has it granted. [`check_skill`] is the
 //! rule itself (pure, no I/O); [`enforce_skill`] applies it to a request and, on a refusal,
 //! durably records a policy violation before answering, so every refusal a client sees is in
-//! `GET /v1/audit/violations`. Every way in (the REST invoke route now, MCP tool calls later)
-//! goes through [`enforce_skill`].
+//! `GET /v1/audit/violations`. The REST invoke route goes through [`enforce_skill`]; MCP tool
+//! calls go through [`crate::mcp::policy`], which records its refusals the same way.
 //!
 //! The rule reads the local replica, so a grant or revoke made through another node takes
 //! effect here once this node has applied it (normally within one replication round trip).
@@ -145,7 +145,7 @@ pub async fn enforce_skill(
 }
 
 /// Writes one violation to its workspace's violations shard.
-async fn record_violation(state: &AppState, v: NewViolation) -> ApiResult<Violation> {
+pub(crate) async fn record_violation(state: &AppState, v: NewViolation) -> ApiResult<Violation> {
     let group = state
         .router
         .shard_of(&v.ws, "violations", "")

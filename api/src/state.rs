@@ -21,6 +21,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Largest artifact content accepted, bytes.
     pub max_artifact_bytes: usize,
+    /// The cluster secret every node holds: signs MCP session ids, so any node accepts them.
+    pub cluster_secret: Arc<str>,
 }
 
 impl AppState {

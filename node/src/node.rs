@@ -166,6 +166,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         router: router.clone(),
         max_body_bytes: config.max_body_bytes,
         max_artifact_bytes: config.max_artifact_bytes,
+        cluster_secret: secret.clone().into(),
     };
     tracing::info!(node = node_id, listen = %api_addr, peer = %peer_addr, "serving");
     let api_listener = api_listener.tap_io(|tcp| {

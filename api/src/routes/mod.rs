@@ -75,16 +75,19 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// The whole HTTP application: every documented route, `/openapi.json` and the `/docs` page.
 pub fn app(state: AppState) -> Router {
     let (router, doc) = documented(state.max_artifact_bytes).split_for_parts();
-    router
+    let rest = router
         .merge(SwaggerUi::new("/docs").url("/openapi.json", crate::openapi::finish(doc)))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .with_state(state.clone());
+    // MCP tools call the REST routes in-process (`rest`), inside the slot of their MCP request.
+    rest.clone()
+        .merge(crate::mcp::routes(state, rest))
         // Requests beyond this many in flight wait for a slot: memory stays bounded however
         // many clients connect.
         .layer(GlobalConcurrencyLimitLayer::new(MAX_IN_FLIGHT_REQUESTS))
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
 }
 
 /// Health and readiness answers.

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::CoreError;
 use crate::types::{GroupId, NodeId, NodeInfo};
 
+pub mod mcp_sessions;
 pub mod teams;
 pub mod topic_acl;
 
@@ -161,6 +162,9 @@ pub struct MetaState {
     // teams
     /// Teams and skills of every workspace.
     pub teams: teams::Teams,
+    // mcp
+    /// MCP sessions ended before their expiry.
+    pub mcp_sessions: mcp_sessions::McpSessions,
 }
 
 /// A control-plane change.
@@ -224,6 +228,9 @@ pub enum MetaCommand {
     // teams
     /// A change to teams or skills.
     Teams(teams::TeamsCommand),
+    // mcp
+    /// Ends an MCP session (by its nonce) on every node until it expires at `expires_at`.
+    EndMcpSession { nonce: String, expires_at: u64 },
 }
 
 /// The result of a meta command.
@@ -441,6 +448,13 @@ impl MetaState {
             },
             // teams
             MetaCommand::Teams(cmd) => teams::apply(self, cmd, at_ms),
+            // mcp
+            MetaCommand::EndMcpSession { nonce, expires_at } => {
+                match self.mcp_sessions.end(nonce, *expires_at, at_ms) {
+                    Ok(()) => MetaResponse::Ok,
+                    Err(e) => MetaResponse::Refused(e),
+                }
+            }
         }
     }
 
