@@ -11,11 +11,11 @@ use rocksdb::{Direction, IteratorMode};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::codec::decode_io;
+use crate::codec::{decode_io, encode};
 use crate::storage::db::{gkey, group_range, io_err, CF_SM, CF_SMMETA};
 use crate::storage::state_machine::{APPLIED, MEMBERSHIP, META_STATE};
 use crate::storage::Db;
-use crate::types::typ::LogId;
+use crate::types::typ::{LogId, StoredMembership};
 use crate::types::GroupId;
 
 /// One group's applied index and state digest on this node.
@@ -46,14 +46,20 @@ pub fn group_digest(db: &Db, group: GroupId) -> std::io::Result<GroupDigest> {
         snap.get_cf(db.cf(CF_SMMETA), gkey(group, tag))
             .map_err(io_err)
     };
-    let applied_bytes = read(APPLIED)?;
-    let applied: Option<LogId> = applied_bytes
+    // Decoded and encoded again, so a record never written and one written with its default
+    // (as installing a snapshot does) hash alike.
+    let applied: Option<LogId> = read(APPLIED)?
         .as_deref()
         .map(decode_io::<Option<LogId>>)
         .transpose()?
         .flatten();
-    field(APPLIED, applied_bytes.as_deref().unwrap_or_default());
-    field(MEMBERSHIP, read(MEMBERSHIP)?.as_deref().unwrap_or_default());
+    let membership: StoredMembership = read(MEMBERSHIP)?
+        .as_deref()
+        .map(decode_io::<StoredMembership>)
+        .transpose()?
+        .unwrap_or_default();
+    field(APPLIED, &encode(&applied));
+    field(MEMBERSHIP, &encode(&membership));
     let mut rows = 0;
     if let Some(meta) = read(META_STATE)? {
         field(META_STATE, &meta);
