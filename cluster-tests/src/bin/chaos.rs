@@ -1,7 +1,7 @@
 //! Runs the chaos harness once and writes its report.
 //!
-//! Usage: `chaos [--seconds N] [--nodes N] [--seed N] [--shards N] [--out report.md|report.json]
-//! [--history history.json]`. `--seconds` is how long faults are injected (the run also
+//! Usage: `chaos [--seconds N] [--nodes N] [--seed N] [--shards N] [--snapshot-after N]
+//! [--dead-node-timeout SECS] [--out report.md|report.json] [--history history.json]`. `--seconds` is how long faults are injected (the run also
 //! includes setup, a few seconds of recovery and the checks); the seed is printed, and the same
 //! seed gives the same fault schedule and client choices. The report goes to `--out` (Markdown
 //! unless the name ends in `.json`) and to stdout; `--history` also saves the recorded history,
@@ -36,6 +36,7 @@ impl Args {
             if flag == "--help" || flag == "-h" {
                 println!(
                     "chaos [--seconds N] [--nodes N] [--seed N] [--shards N] \
+                     [--snapshot-after N] [--dead-node-timeout SECS] \
                      [--out report.md|report.json] [--history history.json]"
                 );
                 std::process::exit(0);
@@ -49,6 +50,12 @@ impl Args {
                 "--nodes" => c.nodes = value.parse().context("--nodes")?,
                 "--seed" => c.seed = value.parse().context("--seed")?,
                 "--shards" => c.shards = value.parse().context("--shards")?,
+                "--snapshot-after" => {
+                    c.snapshot_after_logs = value.parse().context("--snapshot-after")?
+                }
+                "--dead-node-timeout" => {
+                    c.dead_node_timeout_secs = value.parse().context("--dead-node-timeout")?
+                }
                 "--out" => args.out = Some(PathBuf::from(value)),
                 "--history" => args.history = Some(PathBuf::from(value)),
                 _ => bail!("unknown flag {flag}; try --help"),

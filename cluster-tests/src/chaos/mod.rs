@@ -59,6 +59,13 @@ pub struct ChaosConfig {
     pub fault_secs: u64,
     /// Seconds the clients keep running after the last fault is healed.
     pub recovery_secs: u64,
+    /// Log entries after which a group snapshots (the node's `snapshot_after_logs`): small, so
+    /// snapshots are built, sent and installed during the run.
+    pub snapshot_after_logs: u64,
+    /// Seconds of silence after which a node's replicas are re-created elsewhere (the node's
+    /// `dead_node_timeout_secs`); with more than three nodes, shorter than a fault's hold makes
+    /// replicas move during the run.
+    pub dead_node_timeout_secs: u64,
     /// The clients.
     pub workload: WorkloadConfig,
 }
@@ -71,6 +78,8 @@ impl Default for ChaosConfig {
             seed: 1,
             fault_secs: 60,
             recovery_secs: 5,
+            snapshot_after_logs: 200,
+            dead_node_timeout_secs: 30,
             workload: WorkloadConfig::default(),
         }
     }
@@ -117,6 +126,14 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<Run> {
         .nodes(config.nodes)
         .shards(config.shards)
         .network(network.clone())
+        .env(
+            "CONCLAVE_SNAPSHOT_AFTER_LOGS",
+            config.snapshot_after_logs.to_string(),
+        )
+        .env(
+            "CONCLAVE_DEAD_NODE_TIMEOUT_SECS",
+            config.dead_node_timeout_secs.to_string(),
+        )
         .start()
         .await?;
     setup(&cluster, &config.workload).await?;
@@ -158,6 +175,8 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<Run> {
         seed: config.seed,
         nodes: config.nodes,
         shards: config.shards,
+        snapshot_after_logs: config.snapshot_after_logs,
+        dead_node_timeout_secs: config.dead_node_timeout_secs,
         fault_secs: config.fault_secs,
         elapsed_secs: started.elapsed().as_secs_f64(),
         started_at,

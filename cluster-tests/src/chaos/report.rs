@@ -31,6 +31,10 @@ pub struct Report {
     pub nodes: usize,
     /// Data shards.
     pub shards: u32,
+    /// The nodes' `snapshot_after_logs`.
+    pub snapshot_after_logs: u64,
+    /// The nodes' `dead_node_timeout_secs`.
+    pub dead_node_timeout_secs: u64,
     /// Seconds of faults.
     pub fault_secs: u64,
     /// Seconds of the whole run, setup to verdicts.

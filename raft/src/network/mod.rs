@@ -7,4 +7,4 @@ mod peers;
 
 pub use factory::{GroupNetwork, GroupNetworkFactory};
 pub use heartbeat::HeartbeatCoalescer;
-pub use peers::{PeerClient, Peers, SECRET_HEADER};
+pub use peers::{PeerClient, Peers, NODE_STARTING, SECRET_HEADER};

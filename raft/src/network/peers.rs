@@ -14,6 +14,10 @@ use tonic::transport::{Channel, Endpoint};
 /// Metadata header carrying the cluster secret on every peer call.
 pub const SECRET_HEADER: &str = "x-conclave-secret";
 
+/// The message of the `Unavailable` status a node answers every peer call with while it starts
+/// (before it can route): the call ran nothing, so a caller may send it again.
+pub const NODE_STARTING: &str = "node is starting";
+
 /// Adds the cluster secret to outgoing calls.
 #[derive(Clone)]
 pub struct SecretInterceptor {
