@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use conclave_proto::peer::{ForwardReply, ForwardRequest};
 use conclave_raft::codec::{decode, encode};
-use conclave_raft::network::Peers;
+use conclave_raft::network::{Peers, NODE_STARTING};
 use conclave_raft::GroupId;
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
@@ -36,13 +36,16 @@ impl std::fmt::Display for ForwardError {
 }
 
 impl ForwardError {
-    /// Classifies a failed gRPC call: only a failure to connect proves nothing was sent.
+    /// Classifies a failed gRPC call: only a failure to connect, or a peer answering that it is
+    /// still starting (it runs nothing until it can route), proves nothing ran.
     pub fn from_status(status: &tonic::Status) -> Self {
         let msg = status.to_string();
         let lower = msg.to_ascii_lowercase();
-        let not_connected = status.code() == tonic::Code::Unavailable
+        let unavailable = status.code() == tonic::Code::Unavailable;
+        let not_connected = unavailable
             && (lower.contains("tcp connect error") || lower.contains("error trying to connect"));
-        if not_connected {
+        let starting = unavailable && status.message() == NODE_STARTING;
+        if not_connected || starting {
             ForwardError::NotSent(msg)
         } else {
             ForwardError::Unknown(msg)
@@ -226,6 +229,22 @@ mod tests {
         let broken = tonic::Status::unknown("transport error: connection error");
         assert!(matches!(
             ForwardError::from_status(&broken),
+            ForwardError::Unknown(_)
+        ));
+    }
+
+    #[test]
+    fn a_peer_still_starting_ran_nothing() {
+        // Found by the chaos harness: requests forwarded to a restarting node were answered
+        // "outcome unknown" although the node had refused them unread.
+        let starting = tonic::Status::unavailable(NODE_STARTING);
+        assert!(matches!(
+            ForwardError::from_status(&starting),
+            ForwardError::NotSent(_)
+        ));
+        let other = tonic::Status::unavailable("node is starting over");
+        assert!(matches!(
+            ForwardError::from_status(&other),
             ForwardError::Unknown(_)
         ));
     }

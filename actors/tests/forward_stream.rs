@@ -1,6 +1,7 @@
 //! The gRPC forwarder against a scripted peer: replies find their requests whatever their order,
 //! a broken stream fails its waiting requests as "may have run" and the next request opens a new
-//! stream, and a peer that cannot be reached means "never sent".
+//! stream, and a peer that cannot be reached, or that answers it is still starting, means
+//! "never sent".
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use conclave_actors::{ClientRequest, ForwardError, ForwardResult, Forwarder, Grp
 use conclave_proto::peer::peer_server::{Peer, PeerServer};
 use conclave_proto::peer::*;
 use conclave_raft::codec::encode;
-use conclave_raft::network::Peers;
+use conclave_raft::network::{Peers, NODE_STARTING};
 use conclave_raft::ShardQuery;
 use futures::Stream;
 use tokio_stream::wrappers::{TcpListenerStream, UnboundedReceiverStream};
@@ -22,8 +23,11 @@ type Replies = Pin<Box<dyn Stream<Item = Result<ForwardReply, Status>> + Send>>;
 type Events = Pin<Box<dyn Stream<Item = Result<WatchEvent, Status>> + Send>>;
 
 /// Answers each forwarded request "not leader, try <shard>" after `10 - shard` ms (so later
-/// requests answer first), or breaks the stream when asked to.
-struct ScriptedPeer;
+/// requests answer first), or breaks the stream when asked to; while `starting`, refuses every
+/// forward stream as a starting node does.
+struct ScriptedPeer {
+    starting: bool,
+}
 
 #[tonic::async_trait]
 impl Peer for ScriptedPeer {
@@ -34,6 +38,9 @@ impl Peer for ScriptedPeer {
         &self,
         req: Request<Streaming<ForwardRequest>>,
     ) -> Result<Response<Replies>, Status> {
+        if self.starting {
+            return Err(Status::unavailable(NODE_STARTING));
+        }
         let mut requests = req.into_inner();
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
@@ -105,11 +112,16 @@ impl Peer for ScriptedPeer {
 
 /// Starts the scripted peer on a loopback port; returns its address.
 async fn scripted_peer() -> String {
+    scripted_peer_starting(false).await
+}
+
+/// Starts a scripted peer that is (or is not) still starting; returns its address.
+async fn scripted_peer_starting(starting: bool) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(PeerServer::new(ScriptedPeer))
+            .add_service(PeerServer::new(ScriptedPeer { starting }))
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
     addr
@@ -173,5 +185,18 @@ async fn an_unreachable_peer_means_never_sent() {
     assert!(
         matches!(result, Err(ForwardError::NotSent(_))),
         "nothing left this node: {result:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_peer_still_starting_means_never_sent() {
+    // Found by the chaos harness (a restarted node refused forwarded requests unread, and
+    // clients were told the outcome was unknown).
+    let addr = scripted_peer_starting(true).await;
+    let forwarder = GrpcForwarder::new(Peers::new("secret"));
+    let result = forwarder.forward(&addr, 1, &request()).await;
+    assert!(
+        matches!(result, Err(ForwardError::NotSent(_))),
+        "a starting peer runs nothing: {result:?}"
     );
 }

@@ -288,7 +288,9 @@ impl NodeClient {
         url
     }
 
-    async fn call<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, ApiError> {
+    /// Sends `request` (made with [`NodeClient::request`]) and decodes a 2xx JSON body; any
+    /// other answer, or none, is an [`ApiError`].
+    pub async fn call<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, ApiError> {
         let response = request.send().await.map_err(ApiError::transport)?;
         let status = response.status();
         let body = response.bytes().await.map_err(ApiError::transport)?;

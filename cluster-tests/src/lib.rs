@@ -3,9 +3,11 @@
 //! Runs real `conclave` processes on loopback ports in temporary directories, so tests and the
 //! benchmark exercise the same binary, CLI and HTTP contract (`docs/http-contract.md`) that an
 //! operator would. Nothing here links against the server crates: the contract is the only
-//! interface, which keeps the harness honest about what clients can observe.
+//! interface, which keeps the harness honest about what clients can observe. The [`chaos`]
+//! harness runs the same processes under injected faults and checks what clients observed.
 
 pub mod binary;
+pub mod chaos;
 pub mod client;
 pub mod dataset;
 pub mod http;

@@ -23,6 +23,7 @@ use tempfile::TempDir;
 use tracing::info;
 
 use crate::binary::conclave_binary;
+use crate::chaos::net::{Network, NodeLink};
 use crate::client::{ApiError, NodeClient};
 use crate::model::{
     ClusterStatus, ContextEntry, Locate, MessagePage, Published, ShardKind, Task, TaskId, Topic,
@@ -67,6 +68,7 @@ pub struct ClusterBuilder {
     binary: Option<PathBuf>,
     timeout: Duration,
     env: Vec<(String, String)>,
+    network: Option<Network>,
 }
 
 impl Default for ClusterBuilder {
@@ -77,6 +79,7 @@ impl Default for ClusterBuilder {
             binary: None,
             timeout: Duration::from_secs(60),
             env: Vec::new(),
+            network: None,
         }
     }
 }
@@ -117,6 +120,14 @@ impl ClusterBuilder {
         self
     }
 
+    /// Routes the nodes' peer traffic through `network`'s fault-injecting proxies: each node
+    /// advertises its proxy and connects to its peers from its own loopback address (see
+    /// [`crate::chaos::net`]), so a test can cut links between nodes.
+    pub fn network(mut self, network: Network) -> Self {
+        self.network = Some(network);
+        self
+    }
+
     /// Starts the bootstrap node, joins the others one by one, and waits until the cluster has
     /// converged (see [`Cluster::wait_converged`]).
     pub async fn start(self) -> anyhow::Result<Cluster> {
@@ -132,9 +143,18 @@ impl ClusterBuilder {
         // The bootstrap node creates the cluster and its admin credentials.
         let data_dir = root.path().join("n1");
         let shards = self.shards.to_string();
-        let mut child = spawn_node(&binary, &self.env, &data_dir, &["--shards", &shards])?;
+        let link = match &self.network {
+            Some(network) => Some(network.add_node(0).await?),
+            None => None,
+        };
+        let mut args = vec!["--shards".to_string(), shards];
+        args.extend(link_args(link.as_ref()));
+        let mut child = spawn_node(&binary, &self.env, &data_dir, &as_strs(&args))?;
         let started = async {
             let info = wait_for_node_info(&mut child, &data_dir, self.timeout).await?;
+            if let Some(network) = &self.network {
+                network.set_target(0, info.peer_listen.parse()?);
+            }
             let credentials_path = data_dir.join("admin-credentials");
             let credentials: AdminCredentials =
                 wait_for_file(&mut child, &data_dir, &credentials_path, self.timeout).await?;
@@ -149,9 +169,10 @@ impl ClusterBuilder {
             }
         };
         let http = bearer_http_client(&credentials.api_key)?;
-        let node = Node::new(&http, data_dir, info, child)?;
+        let node = Node::new(&http, data_dir, info, child, link)?;
         let mut cluster = Cluster {
             binary,
+            network: self.network,
             env: self.env,
             shards: self.shards,
             timeout: self.timeout,
@@ -180,6 +201,8 @@ pub struct Node {
     client: NodeClient,
     child: Option<Child>,
     removed: bool,
+    /// How its peer traffic goes through the cluster's network, if it has one.
+    link: Option<NodeLink>,
 }
 
 impl Node {
@@ -188,6 +211,7 @@ impl Node {
         data_dir: PathBuf,
         info: NodeInfo,
         child: Child,
+        link: Option<NodeLink>,
     ) -> anyhow::Result<Self> {
         let client = NodeClient::new(http.clone(), &format!("http://{}", info.listen))?;
         Ok(Node {
@@ -196,6 +220,7 @@ impl Node {
             client,
             child: Some(child),
             removed: false,
+            link,
         })
     }
 
@@ -249,6 +274,8 @@ impl Node {
 #[derive(Debug)]
 pub struct Cluster {
     binary: PathBuf,
+    /// The fault-injecting network the nodes' peer traffic goes through, if any.
+    network: Option<Network>,
     /// Variables set on every node process, see [`ClusterBuilder::env`].
     env: Vec<(String, String)>,
     shards: u32,
@@ -289,6 +316,11 @@ impl Cluster {
     /// Number of data shards the cluster was created with.
     pub fn shard_count(&self) -> u32 {
         self.shards
+    }
+
+    /// The fault-injecting network of [`ClusterBuilder::network`], if the cluster has one.
+    pub fn network(&self) -> Option<&Network> {
+        self.network.as_ref()
     }
 
     /// The deadline the sandbox uses for its own waits.
@@ -382,13 +414,18 @@ impl Cluster {
         let seed = self.first_running_member()?;
         let seed_peer = self.nodes[seed].peer_addr().to_string();
         let data_dir = self.root.path().join(format!("n{}", index + 1));
-        let args = [
-            "--join",
-            seed_peer.as_str(),
-            "--cluster-secret",
-            self.credentials.cluster_secret.as_str(),
+        let link = match &self.network {
+            Some(network) => Some(network.add_node(index).await?),
+            None => None,
+        };
+        let mut args = vec![
+            "--join".to_string(),
+            seed_peer,
+            "--cluster-secret".to_string(),
+            self.credentials.cluster_secret.clone(),
         ];
-        let mut child = spawn_node(&self.binary, &self.env, &data_dir, &args)?;
+        args.extend(link_args(link.as_ref()));
+        let mut child = spawn_node(&self.binary, &self.env, &data_dir, &as_strs(&args))?;
         let info = match wait_for_node_info(&mut child, &data_dir, self.timeout).await {
             Ok(info) => info,
             Err(error) => {
@@ -397,8 +434,11 @@ impl Cluster {
             }
         };
         info!(index, node_id = info.node_id, listen = %info.listen, "node joined");
+        if let Some(network) = &self.network {
+            network.set_target(index, info.peer_listen.parse()?);
+        }
         self.nodes
-            .push(Node::new(&self.http, data_dir, info, child)?);
+            .push(Node::new(&self.http, data_dir, info, child, link)?);
         Ok(index)
     }
 
@@ -411,6 +451,37 @@ impl Cluster {
         child.kill().context("cannot SIGKILL the node")?;
         let status = child.wait().context("cannot reap the node")?;
         info!(index, node_id = node.info.node_id, %status, "node killed");
+        Ok(())
+    }
+
+    /// Freezes node `index` with SIGSTOP: the process keeps its sockets but does nothing until
+    /// [`Cluster::resume`].
+    pub fn pause(&mut self, index: usize) -> anyhow::Result<()> {
+        self.signal(index, libc::SIGSTOP)?;
+        info!(index, "node paused");
+        Ok(())
+    }
+
+    /// Lets node `index` run again after [`Cluster::pause`] (SIGCONT).
+    pub fn resume(&mut self, index: usize) -> anyhow::Result<()> {
+        self.signal(index, libc::SIGCONT)?;
+        info!(index, "node resumed");
+        Ok(())
+    }
+
+    fn signal(&self, index: usize, signal: libc::c_int) -> anyhow::Result<()> {
+        let child = self.nodes[index]
+            .child
+            .as_ref()
+            .with_context(|| format!("node {index} is not running"))?;
+        let pid = libc::pid_t::try_from(child.id()).context("pid out of range")?;
+        // SAFETY: `pid` is our own unreaped child, so it cannot name another process.
+        if unsafe { libc::kill(pid, signal) } != 0 {
+            bail!(
+                "cannot signal node {index}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
         Ok(())
     }
 
@@ -679,13 +750,19 @@ impl Cluster {
         let node = &mut self.nodes[index];
         ensure!(!node.is_running(), "node {index} is already running");
         ensure!(!node.removed, "node {index} was removed from the cluster");
-        let args = [
-            "--listen",
-            node.info.listen.as_str(),
-            "--peer-listen",
-            node.info.peer_listen.as_str(),
+        let mut args = vec![
+            "--listen".to_string(),
+            node.info.listen.clone(),
+            "--peer-listen".to_string(),
+            node.info.peer_listen.clone(),
         ];
-        node.child = Some(spawn_node(&self.binary, &self.env, &node.data_dir, &args)?);
+        args.extend(link_args(node.link.as_ref()));
+        node.child = Some(spawn_node(
+            &self.binary,
+            &self.env,
+            &node.data_dir,
+            &as_strs(&args),
+        )?);
         info!(index, node_id = node.info.node_id, "node restarted");
         Ok(())
     }
@@ -742,6 +819,23 @@ fn convergence_gap(
         }
     }
     None
+}
+
+/// The flags that send a node's peer traffic through its network link.
+fn link_args(link: Option<&NodeLink>) -> Vec<String> {
+    match link {
+        Some(link) => vec![
+            "--advertise".to_string(),
+            link.advertise.to_string(),
+            "--peer-source-addr".to_string(),
+            link.source_ip.to_string(),
+        ],
+        None => Vec::new(),
+    }
+}
+
+fn as_strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
 }
 
 /// Installs a test-friendly tracing subscriber once (`RUST_LOG`, default `info`).

@@ -82,6 +82,9 @@ struct StartArgs {
     /// Peer address other nodes should use [default: the bound peer address].
     #[arg(long)]
     advertise: Option<String>,
+    /// Local IP address outgoing peer connections are made from [default: the OS's choice].
+    #[arg(long)]
+    peer_source_addr: Option<String>,
     /// Peer address of a cluster node to join.
     #[arg(long)]
     join: Option<String>,
@@ -153,6 +156,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 listen: a.listen,
                 peer_listen: a.peer_listen,
                 advertise: a.advertise,
+                peer_source_addr: a.peer_source_addr,
                 join: a.join,
                 cluster_secret: a.cluster_secret,
                 shards: a.shards,

@@ -1,7 +1,7 @@
 //! Node configuration: one serde struct, layered defaults → file → `CONCLAVE_*` env → flags,
 //! validated at start. `docs/conclave.example.toml` is a commented example.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
@@ -21,6 +21,9 @@ pub struct Config {
     pub peer_listen: String,
     /// Peer address other nodes use to reach this one; defaults to the bound `peer_listen`.
     pub advertise: Option<String>,
+    /// Local IP address this node's outgoing peer connections are made from (on a multi-homed
+    /// host, the interface peer traffic leaves by); the OS chooses when absent.
+    pub peer_source_addr: Option<String>,
     /// A peer address of a running cluster to join; absent on the first node.
     pub join: Option<String>,
     /// Shared secret of the cluster's peer traffic; generated on the first node if absent.
@@ -57,6 +60,7 @@ impl Default for Config {
             listen: "127.0.0.1:7070".into(),
             peer_listen: "127.0.0.1:7071".into(),
             advertise: None,
+            peer_source_addr: None,
             join: None,
             cluster_secret: None,
             shards: 16,
@@ -86,6 +90,8 @@ pub struct Overrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub advertise: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_source_addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub join: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_secret: Option<String>,
@@ -99,6 +105,7 @@ const FIELDS: &[&str] = &[
     "listen",
     "peer_listen",
     "advertise",
+    "peer_source_addr",
     "join",
     "cluster_secret",
     "shards",
@@ -133,10 +140,22 @@ impl Config {
         Ok(config)
     }
 
+    /// The parsed `peer_source_addr` (validated at load).
+    pub fn peer_source_ip(&self) -> Option<IpAddr> {
+        self.peer_source_addr
+            .as_deref()
+            .and_then(|ip| ip.parse().ok())
+    }
+
     fn validate(&self) -> anyhow::Result<()> {
         for (name, v) in [("listen", &self.listen), ("peer_listen", &self.peer_listen)] {
             v.parse::<SocketAddr>().with_context(|| {
                 format!("{name} must be HOST:PORT with a numeric host, got {v:?}")
+            })?;
+        }
+        if let Some(ip) = &self.peer_source_addr {
+            ip.parse::<IpAddr>().with_context(|| {
+                format!("peer_source_addr must be a numeric IP address, got {ip:?}")
             })?;
         }
         if !(1..=4096).contains(&self.shards) {
@@ -211,5 +230,16 @@ mod tests {
             ..Default::default()
         };
         assert!(Config::load(None, bad).is_err());
+        let bad = Overrides {
+            peer_source_addr: Some("localhost".into()),
+            ..Default::default()
+        };
+        assert!(Config::load(None, bad).is_err());
+        let source = Overrides {
+            peer_source_addr: Some("127.0.0.2".into()),
+            ..Default::default()
+        };
+        let c = Config::load(None, source).expect("valid");
+        assert_eq!(c.peer_source_ip(), Some([127, 0, 0, 2].into()));
     }
 }

@@ -76,7 +76,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .serve_with_incoming(nodelay(peer_listener));
     let peer_task = tokio::spawn(peer_server);
 
-    let peers = Peers::new(&secret);
+    let peers = Peers::new(&secret).with_local_address(config.peer_source_ip());
     let node_id = match (&known, &config.join) {
         (Some(id), _) => id.node_id,
         (None, Some(join)) => join_cluster(&peers, join, &info).await?,

@@ -12,7 +12,7 @@ use conclave_proto::peer::*;
 use conclave_raft::codec::{decode, encode};
 use conclave_raft::error::CoreError;
 use conclave_raft::meta::NodeState;
-use conclave_raft::network::SECRET_HEADER;
+use conclave_raft::network::{NODE_STARTING, SECRET_HEADER};
 use conclave_raft::shard::query;
 use conclave_raft::storage::GroupKv;
 use conclave_raft::{Groups, MetaCommand, MetaResponse, NodeInfo, ShardQuery, ShardReadResult};
@@ -51,7 +51,7 @@ impl PeerService {
     fn ctx(&self) -> Result<&NodeCtx, Status> {
         self.ctx
             .get()
-            .ok_or_else(|| Status::unavailable("node is starting"))
+            .ok_or_else(|| Status::unavailable(NODE_STARTING))
     }
 }
 

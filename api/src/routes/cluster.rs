@@ -1,4 +1,4 @@
-//! `/v1/cluster`: status, entity location, and node removal.
+//! `/v1/cluster`: status, entity location, node removal, and this node's replica digests.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -27,6 +27,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(status))
         .routes(routes!(locate))
         .routes(routes!(remove_node))
+        .routes(routes!(digests))
 }
 
 /// `?kind=&name=` of `GET /v1/cluster/locate`.
@@ -154,4 +155,59 @@ async fn remove_node(
             state: "draining",
         }),
     ))
+}
+
+/// This node's replicas and their state digests.
+#[derive(Serialize, ToSchema)]
+pub(super) struct ReplicaDigests {
+    /// The answering node.
+    node_id: NodeId,
+    /// Every group hosted here, in id order (0 is the meta group).
+    groups: Vec<ReplicaDigest>,
+}
+
+/// One replica's applied index and state digest.
+#[derive(Serialize, ToSchema)]
+pub(super) struct ReplicaDigest {
+    /// The group (0: meta; 1..: data shards).
+    group: u64,
+    /// Index of the last entry applied here.
+    applied: u64,
+    /// Hex SHA-256 of the applied log id, membership and state-machine contents.
+    digest: String,
+    /// State-machine rows hashed.
+    rows: u64,
+}
+
+/// This node's replicas: per group, the applied index and a digest of the replicated state at
+/// that index (admin keys only). Replicas of a group at the same applied index have the same
+/// digest; a difference means they diverged.
+#[utoipa::path(get, path = "/v1/cluster/digests", tag = TAG,
+    responses((status = 200, description = "This node's replica digests", body = ReplicaDigests)))]
+async fn digests(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<ReplicaDigests>> {
+    caller.require(Scope::Admin)?;
+    let groups = state.groups().clone();
+    let node_id = groups.node_id();
+    let digests = tokio::task::spawn_blocking(move || {
+        groups
+            .hosted()
+            .into_iter()
+            .map(|g| conclave_raft::storage::group_digest(groups.db(), g))
+            .collect::<std::io::Result<Vec<_>>>()
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(ReplicaDigests {
+        node_id,
+        groups: digests
+            .into_iter()
+            .map(|d| ReplicaDigest {
+                group: d.group,
+                applied: d.applied,
+                digest: d.digest,
+                rows: d.rows,
+            })
+            .collect(),
+    }))
 }

@@ -8,5 +8,5 @@ mod transport;
 
 pub use factory::{GroupNetwork, GroupNetworkFactory};
 pub use heartbeat::HeartbeatCoalescer;
-pub use peers::{PeerClient, Peers, SECRET_HEADER};
+pub use peers::{PeerClient, Peers, NODE_STARTING, SECRET_HEADER};
 pub use transport::{RaftTransport, TransportError};

@@ -2,6 +2,7 @@
 //! every group and by request forwarding; every call carries the cluster secret.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,6 +13,10 @@ use tonic::transport::{Channel, Endpoint};
 
 /// Metadata header carrying the cluster secret on every peer call.
 pub const SECRET_HEADER: &str = "x-conclave-secret";
+
+/// The message of the `Unavailable` status a node answers every peer call with while it starts
+/// (before it can route): the call ran nothing, so a caller may send it again.
+pub const NODE_STARTING: &str = "node is starting";
 
 /// Adds the cluster secret to outgoing calls.
 #[derive(Clone)]
@@ -35,6 +40,8 @@ pub type PeerClient = peer_client::PeerClient<InterceptedService<Channel, Secret
 pub struct Peers {
     interceptor: SecretInterceptor,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// The local IP outgoing connections are made from; `None` lets the OS choose.
+    local_address: Option<IpAddr>,
 }
 
 impl Peers {
@@ -44,7 +51,15 @@ impl Peers {
         Self {
             interceptor: SecretInterceptor { secret },
             channels: Arc::default(),
+            local_address: None,
         }
+    }
+
+    /// Makes every outgoing connection from `ip` (a multi-homed host picks the interface its
+    /// peer traffic leaves by); `None` lets the OS choose. Set before the first [`Peers::client`].
+    pub fn with_local_address(mut self, ip: Option<IpAddr>) -> Self {
+        self.local_address = ip;
+        self
     }
 
     /// A client for the peer at `addr` (`host:port`), sharing that peer's one connection.
@@ -57,6 +72,7 @@ impl Peers {
                     let c = Endpoint::from_shared(format!("http://{addr}"))?
                         .connect_timeout(Duration::from_secs(1))
                         .tcp_nodelay(true)
+                        .local_address(self.local_address)
                         .http2_keep_alive_interval(Duration::from_secs(5))
                         .keep_alive_timeout(Duration::from_secs(5))
                         .connect_lazy();

@@ -24,9 +24,9 @@ use crate::storage::{Db, GroupKv};
 use crate::types::typ::{LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership};
 use crate::types::{GroupId, TypeConfig, META_GROUP};
 
-const APPLIED: &[u8] = b"applied";
-const MEMBERSHIP: &[u8] = b"membership";
-const META_STATE: &[u8] = b"meta";
+pub(crate) const APPLIED: &[u8] = b"applied";
+pub(crate) const MEMBERSHIP: &[u8] = b"membership";
+pub(crate) const META_STATE: &[u8] = b"meta";
 const SNAPSHOT: &[u8] = b"snapshot";
 
 /// Publishes the last applied index of a group, for watchers (event streams, reconcilers).

@@ -1,0 +1,619 @@
+//! The checkers of a chaos run: each reads the recorded history (and what was read back after
+//! healing) and gives a [`Verdict`] with its figures and the first problems found.
+//!
+//! - [`topics`]: acknowledged publishes present at their sequence, no gaps or duplicates in a
+//!   topic, no phantom messages, every read contiguous and consistent with the final topic,
+//!   no read missing a publish acknowledged before it began, and no subscriber handed messages
+//!   its server-side cursor had already acknowledged.
+//! - [`tasks`]: no two claims with different fencing tokens holding one task at once, no fencing
+//!   token handed out twice, at most one completion per task.
+//! - [`linearizability`]: the context store's reads and writes, key by key ([`super::wgl`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use super::history::{Answer, Call, Delivery, History, Op, Outcome};
+use super::wgl::{self, KeyVerdict};
+
+/// Problems quoted per verdict; the counts cover all of them.
+const MAX_DETAILS: usize = 20;
+
+/// One checker's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    /// The checker.
+    pub name: String,
+    /// Whether every property held.
+    pub passed: bool,
+    /// Figures: what was checked and how many violations of each kind.
+    pub counts: BTreeMap<String, u64>,
+    /// The first problems found.
+    pub problems: Vec<String>,
+}
+
+impl Verdict {
+    pub(crate) fn new(name: &str) -> Self {
+        Verdict {
+            name: name.to_string(),
+            passed: true,
+            counts: BTreeMap::new(),
+            problems: Vec::new(),
+        }
+    }
+
+    /// Adds `n` to figure `what`.
+    pub fn count(&mut self, what: &str, n: u64) {
+        *self.counts.entry(what.to_string()).or_default() += n;
+    }
+
+    /// Records a violation of kind `what`.
+    pub fn violation(&mut self, what: &str, detail: String) {
+        self.passed = false;
+        self.count(what, 1);
+        if self.problems.len() < MAX_DETAILS {
+            self.problems.push(detail);
+        }
+    }
+
+    /// Makes sure figure `what` is present (as 0 when nothing was counted).
+    fn zero(&mut self, what: &str) {
+        self.count(what, 0);
+    }
+}
+
+/// Checks topics against `finals`, each topic's messages `(seq, id)` as read after healing.
+pub fn topics(history: &History, finals: &BTreeMap<String, Vec<(u64, u64)>>) -> Verdict {
+    let mut v = Verdict::new("topics");
+    for what in [
+        "acknowledged publishes missing",
+        "acknowledged publishes at another sequence",
+        "sequence gaps",
+        "duplicate messages in a topic",
+        "messages nobody published",
+        "failed publishes that took effect",
+        "reads inconsistent with the topic",
+        "reads with a gap",
+        "reads missing an acknowledged publish",
+        "duplicates beyond a subscriber's cursor",
+        "messages skipped past a subscriber's cursor",
+    ] {
+        v.zero(what);
+    }
+
+    // The final topics: gap-free from 1, each message once.
+    let mut at: BTreeMap<(&str, u64), u64> = BTreeMap::new();
+    let mut where_id: BTreeMap<u64, (&str, u64)> = BTreeMap::new();
+    for (topic, messages) in finals {
+        v.count("messages in the topics", messages.len() as u64);
+        for (i, &(seq, id)) in messages.iter().enumerate() {
+            if seq != i as u64 + 1 {
+                v.violation(
+                    "sequence gaps",
+                    format!("{topic}: message {} has seq {seq}", i + 1),
+                );
+            }
+            at.insert((topic.as_str(), seq), id);
+            if where_id.insert(id, (topic.as_str(), seq)).is_some() {
+                v.violation(
+                    "duplicate messages in a topic",
+                    format!("{topic}: body {id} appears twice (again at seq {seq})"),
+                );
+            }
+        }
+    }
+
+    // Publishes: acknowledged ones present where acknowledged; failed ones absent.
+    let mut invoked: BTreeSet<u64> = BTreeSet::new();
+    for op in &history.ops {
+        let Call::Publish { topic, id } = &op.call else {
+            continue;
+        };
+        invoked.insert(*id);
+        match (&op.outcome, where_id.get(id)) {
+            (Outcome::Ok(Answer::Published { seq }), Some(&(t, s))) => {
+                v.count("acknowledged publishes", 1);
+                if t != topic || s != *seq {
+                    v.violation(
+                        "acknowledged publishes at another sequence",
+                        format!("{topic}: body {id} acknowledged at seq {seq}, found at {t}/{s}"),
+                    );
+                }
+            }
+            (Outcome::Ok(Answer::Published { seq }), None) => {
+                v.count("acknowledged publishes", 1);
+                v.violation(
+                    "acknowledged publishes missing",
+                    format!("{topic}: body {id} acknowledged at seq {seq} is not in the topic"),
+                );
+            }
+            (Outcome::Fail(error), Some(&(t, s))) => v.violation(
+                "failed publishes that took effect",
+                format!("{t}: body {id} refused ({error}) but present at seq {s}"),
+            ),
+            (Outcome::Unknown(_), found) => {
+                v.count("publishes with unknown outcome", 1);
+                if found.is_some() {
+                    v.count("unknown publishes that took effect", 1);
+                }
+            }
+            _ => {}
+        }
+    }
+    for (id, (topic, seq)) in &where_id {
+        if !invoked.contains(id) {
+            v.violation(
+                "messages nobody published",
+                format!("{topic}: seq {seq} holds body {id}, never published"),
+            );
+        }
+    }
+
+    // Reads, per subscriber in the order it made them.
+    let mut by_subscriber: BTreeMap<(usize, &str), Vec<&Op>> = BTreeMap::new();
+    let mut acked: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
+    for op in &history.ops {
+        match (&op.call, &op.outcome) {
+            (
+                Call::Read {
+                    topic, subscriber, ..
+                },
+                _,
+            ) => by_subscriber
+                .entry((*subscriber, topic.as_str()))
+                .or_default()
+                .push(op),
+            (Call::Publish { topic, .. }, Outcome::Ok(Answer::Published { seq })) => acked
+                .entry(topic.as_str())
+                .or_default()
+                .push((op.complete_us, *seq)),
+            _ => {}
+        }
+    }
+    for list in acked.values_mut() {
+        list.sort_unstable();
+    }
+    // The highest sequence acknowledged to a publisher before `t`.
+    let acked_before = |topic: &str, t: u64| -> u64 {
+        acked.get(topic).map_or(0, |list| {
+            list[..list.partition_point(|&(done, _)| done < t)]
+                .iter()
+                .map(|&(_, seq)| seq)
+                .max()
+                .unwrap_or(0)
+        })
+    };
+    for ((subscriber, topic), mut ops) in by_subscriber {
+        ops.sort_by_key(|op| op.invoke_us);
+        // The subscription's cursor: at least `lower` (acknowledgements that succeeded), at
+        // most `upper` (those whose outcome is unknown may have moved it further).
+        let (mut lower, mut upper) = (0u64, 0u64);
+        for op in ops {
+            let Call::Read { from, limit, .. } = &op.call else {
+                continue;
+            };
+            if let Delivery::AckThenSince(since) = from {
+                // The acknowledgement may have applied even if the read after it failed.
+                upper = upper.max(*since);
+            }
+            let Outcome::Ok(Answer::Page { items, .. }) = &op.outcome else {
+                continue;
+            };
+            v.count("reads", 1);
+            v.count("messages delivered", items.len() as u64);
+            if let Delivery::AckThenSince(since) = from {
+                lower = lower.max(*since);
+            }
+            for pair in items.windows(2) {
+                if pair[1].0 != pair[0].0 + 1 {
+                    v.violation(
+                        "reads with a gap",
+                        format!(
+                            "subscriber {subscriber} on {topic}: seq {} then {}",
+                            pair[0].0, pair[1].0
+                        ),
+                    );
+                }
+            }
+            for &(seq, id) in items {
+                if at.get(&(topic, seq)) != Some(&id) {
+                    v.violation(
+                        "reads inconsistent with the topic",
+                        format!(
+                            "subscriber {subscriber} read body {id} at {topic}/{seq}, the topic \
+                             holds {:?}",
+                            at.get(&(topic, seq))
+                        ),
+                    );
+                }
+            }
+            let first = items.first().map(|&(seq, _)| seq);
+            let start = match from {
+                Delivery::Since(since) | Delivery::AckThenSince(since) => {
+                    if first.is_some_and(|f| f != since + 1) {
+                        v.violation(
+                            "reads with a gap",
+                            format!(
+                                "subscriber {subscriber} on {topic}: since {since} answered \
+                                 from seq {first:?}"
+                            ),
+                        );
+                    }
+                    *since
+                }
+                Delivery::Cursor => {
+                    if let Some(f) = first {
+                        if f <= lower {
+                            v.violation(
+                                "duplicates beyond a subscriber's cursor",
+                                format!(
+                                    "subscriber {subscriber} on {topic}: cursor acknowledged up \
+                                     to {lower}, redelivered from {f}"
+                                ),
+                            );
+                        } else if f > upper + 1 {
+                            v.violation(
+                                "messages skipped past a subscriber's cursor",
+                                format!(
+                                    "subscriber {subscriber} on {topic}: cursor at most {upper}, \
+                                     delivered from {f}"
+                                ),
+                            );
+                        }
+                    }
+                    lower
+                }
+            };
+            // A short page ends the topic as the read saw it: nothing acknowledged before the
+            // read began may lie beyond it.
+            if items.len() < *limit as usize {
+                let seen_to = items.last().map_or(start, |&(seq, _)| seq);
+                let must = acked_before(topic, op.invoke_us);
+                let checkable = !matches!(from, Delivery::Cursor) || lower == upper;
+                if checkable && must > seen_to {
+                    v.violation(
+                        "reads missing an acknowledged publish",
+                        format!(
+                            "subscriber {subscriber} on {topic}: read up to {seen_to}, but seq \
+                             {must} was acknowledged before the read began"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    v
+}
+
+/// A claim as the task checker sees it.
+#[derive(Debug, Clone)]
+struct Hold {
+    token: u64,
+    agent: String,
+    /// The claim's leader timestamp, server ms.
+    start: u64,
+    /// The earliest the hold may have ended, server ms.
+    end: u64,
+    op: usize,
+}
+
+/// Checks that no task was held by two claims at once.
+pub fn tasks(history: &History) -> Verdict {
+    let mut v = Verdict::new("tasks");
+    for what in [
+        "overlapping holds with different tokens",
+        "fencing tokens handed out twice",
+        "tasks completed twice",
+    ] {
+        v.zero(what);
+    }
+    let mut holds: BTreeMap<&str, Vec<Hold>> = BTreeMap::new();
+    let mut tokens: BTreeMap<u64, usize> = BTreeMap::new();
+    for (index, op) in history.ops.iter().enumerate() {
+        let (Call::TaskClaim { task, agent, .. }, Outcome::Ok(Answer::Task(state))) =
+            (&op.call, &op.outcome)
+        else {
+            continue;
+        };
+        v.count("acknowledged claims", 1);
+        let (Some(token), Some(end)) = (state.fencing_token, state.lease_expires_at) else {
+            v.violation(
+                "claims without a lease",
+                format!("claim of {task} (op {index}) answered {state:?}"),
+            );
+            continue;
+        };
+        if let Some(other) = tokens.insert(token, index) {
+            v.violation(
+                "fencing tokens handed out twice",
+                format!("token {token} answered to claims (ops {other} and {index})"),
+            );
+        }
+        holds.entry(task.as_str()).or_default().push(Hold {
+            token,
+            agent: agent.clone(),
+            start: state.updated_at,
+            end,
+            op: index,
+        });
+    }
+    // Holds end early on the holder's completion or release (when it took effect: the answer's
+    // timestamp, or for an unknown outcome as early as its invocation) and last longer only
+    // through acknowledged renewals.
+    let mut completions: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (index, op) in history.ops.iter().enumerate() {
+        let Call::TaskUpdate {
+            task,
+            agent,
+            token,
+            status,
+            ..
+        } = &op.call
+        else {
+            continue;
+        };
+        let Some(list) = holds.get_mut(task.as_str()) else {
+            continue;
+        };
+        let Some(hold) = list
+            .iter_mut()
+            .find(|h| h.token == *token && h.agent == *agent)
+        else {
+            continue;
+        };
+        match (&op.outcome, status) {
+            (Outcome::Ok(Answer::Task(state)), Some(s)) => {
+                hold.end = hold.end.min(state.updated_at);
+                if s == "done" {
+                    completions.entry(task.as_str()).or_default().push(index);
+                }
+            }
+            (Outcome::Ok(Answer::Task(state)), None) => {
+                if let Some(end) = state.lease_expires_at {
+                    hold.end = hold.end.max(end);
+                }
+            }
+            (Outcome::Unknown(_), Some(_)) => hold.end = hold.end.min(op.invoke_wall_ms),
+            _ => {}
+        }
+    }
+    for (task, list) in &holds {
+        for (i, a) in list.iter().enumerate() {
+            for b in &list[i + 1..] {
+                if a.token != b.token && a.start < b.end && b.start < a.end {
+                    v.violation(
+                        "overlapping holds with different tokens",
+                        format!(
+                            "{task}: {} held [{}, {}) with token {} (op {}) and {} held [{}, {}) \
+                             with token {} (op {})",
+                            a.agent,
+                            a.start,
+                            a.end,
+                            a.token,
+                            a.op,
+                            b.agent,
+                            b.start,
+                            b.end,
+                            b.token,
+                            b.op
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    for (task, done) in completions {
+        v.count("acknowledged completions", done.len() as u64);
+        if done.len() > 1 {
+            v.violation(
+                "tasks completed twice",
+                format!("{task}: completed by ops {done:?}"),
+            );
+        }
+    }
+    v
+}
+
+/// Checks every context key's history for linearizability.
+pub fn linearizability(history: &History) -> Verdict {
+    let mut v = Verdict::new("context linearizability");
+    v.zero("keys not linearizable");
+    v.zero("keys inconclusive");
+    for (key, ops) in wgl::register_ops(history) {
+        v.count("keys", 1);
+        v.count("operations checked", ops.len() as u64);
+        v.count(
+            "operations with unknown outcome",
+            ops.iter().filter(|op| op.ret.is_none()).count() as u64,
+        );
+        match wgl::check_key(&ops) {
+            KeyVerdict::Linearizable => {}
+            KeyVerdict::NotLinearizable { stuck_at, placed } => {
+                let op = &history.ops[stuck_at];
+                v.violation(
+                    "keys not linearizable",
+                    format!(
+                        "{key}: no order places op {stuck_at} ({:?} → {:?}, invoked at {} µs \
+                         on node {}) after {placed} completed operations",
+                        op.call, op.outcome, op.invoke_us, op.node
+                    ),
+                );
+            }
+            KeyVerdict::Inconclusive => v.violation(
+                "keys inconclusive",
+                format!("{key}: search gave up after {} states", wgl::SEARCH_BUDGET),
+            ),
+        }
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chaos::history::TaskState;
+
+    fn op(call: Call, outcome: Outcome, invoke_us: u64, complete_us: u64) -> Op {
+        Op {
+            client: 0,
+            node: 0,
+            call,
+            invoke_us,
+            complete_us,
+            invoke_wall_ms: invoke_us,
+            outcome,
+        }
+    }
+
+    fn publish(id: u64, seq: Option<u64>, t: u64) -> Op {
+        let outcome = match seq {
+            Some(seq) => Outcome::Ok(Answer::Published { seq }),
+            None => Outcome::Unknown("timeout".into()),
+        };
+        op(
+            Call::Publish {
+                topic: "t".into(),
+                id,
+            },
+            outcome,
+            t,
+            t + 1,
+        )
+    }
+
+    fn read(sub: usize, from: Delivery, items: Vec<(u64, u64)>, t: u64) -> Op {
+        op(
+            Call::Read {
+                topic: "t".into(),
+                subscriber: sub,
+                from,
+                limit: 10,
+            },
+            Outcome::Ok(Answer::Page { items, last_seq: 0 }),
+            t,
+            t + 1,
+        )
+    }
+
+    fn finals(items: Vec<(u64, u64)>) -> BTreeMap<String, Vec<(u64, u64)>> {
+        BTreeMap::from([("t".to_string(), items)])
+    }
+
+    #[test]
+    fn a_clean_topic_history_passes() {
+        let history = History {
+            ops: vec![
+                publish(1, Some(1), 0),
+                publish(2, None, 2),
+                publish(3, Some(3), 4),
+                read(0, Delivery::Since(0), vec![(1, 1), (2, 2), (3, 3)], 10),
+                read(1, Delivery::AckThenSince(1), vec![(2, 2), (3, 3)], 10),
+                read(1, Delivery::Cursor, vec![(2, 2), (3, 3)], 20),
+            ],
+        };
+        let v = topics(&history, &finals(vec![(1, 1), (2, 2), (3, 3)]));
+        assert!(v.passed, "{v:?}");
+    }
+
+    #[test]
+    fn topic_violations_are_counted() {
+        let history = History {
+            ops: vec![
+                publish(1, Some(1), 0),
+                publish(2, Some(2), 2),
+                // Begins after seq 2 was acknowledged, sees only seq 1.
+                read(0, Delivery::Since(0), vec![(1, 1)], 10),
+                read(1, Delivery::AckThenSince(2), vec![], 10),
+                // The cursor was acknowledged to 2, yet 2 comes again.
+                read(1, Delivery::Cursor, vec![(2, 2)], 20),
+            ],
+        };
+        // Body 2 is lost and seq 3 holds a body nobody published.
+        let v = topics(&history, &finals(vec![(1, 1), (3, 9)]));
+        assert!(!v.passed);
+        for what in [
+            "acknowledged publishes missing",
+            "sequence gaps",
+            "messages nobody published",
+            "reads missing an acknowledged publish",
+            "duplicates beyond a subscriber's cursor",
+            "reads inconsistent with the topic",
+        ] {
+            assert!(v.counts[what] >= 1, "{what}: {v:?}");
+        }
+    }
+
+    fn claim(task: &str, agent: &str, token: u64, start: u64, end: u64) -> Op {
+        op(
+            Call::TaskClaim {
+                task: task.into(),
+                agent: agent.into(),
+                lease_secs: 1,
+            },
+            Outcome::Ok(Answer::Task(TaskState {
+                id: task.into(),
+                status: "claimed".into(),
+                claimed_by: Some(agent.into()),
+                fencing_token: Some(token),
+                lease_expires_at: Some(end),
+                updated_at: start,
+            })),
+            start,
+            start + 1,
+        )
+    }
+
+    fn release(task: &str, agent: &str, token: u64, at: u64, outcome_ok: bool) -> Op {
+        let outcome = if outcome_ok {
+            Outcome::Ok(Answer::Task(TaskState {
+                id: task.into(),
+                status: "open".into(),
+                claimed_by: None,
+                fencing_token: Some(token),
+                lease_expires_at: None,
+                updated_at: at,
+            }))
+        } else {
+            Outcome::Unknown("timeout".into())
+        };
+        op(
+            Call::TaskUpdate {
+                task: task.into(),
+                agent: agent.into(),
+                token,
+                status: Some("open".into()),
+                lease_secs: None,
+            },
+            outcome,
+            at,
+            at + 1,
+        )
+    }
+
+    #[test]
+    fn holds_may_follow_expiry_or_release_but_not_overlap() {
+        let ok = History {
+            ops: vec![
+                claim("a", "w1", 1, 1000, 2000),
+                claim("a", "w2", 2, 2000, 3000),
+                release("a", "w2", 2, 2500, true),
+                claim("a", "w3", 3, 2600, 3600),
+                // An unknown release may have ended w3's hold at its invocation.
+                release("a", "w3", 3, 2700, false),
+                claim("a", "w1", 4, 2800, 3800),
+            ],
+        };
+        let v = tasks(&ok);
+        assert!(v.passed, "{v:?}");
+        let bad = History {
+            ops: vec![
+                claim("a", "w1", 1, 1000, 2000),
+                claim("a", "w2", 2, 1500, 2500),
+                claim("b", "w2", 2, 1500, 2500),
+            ],
+        };
+        let v = tasks(&bad);
+        assert_eq!(v.counts["overlapping holds with different tokens"], 1);
+        assert_eq!(v.counts["fencing tokens handed out twice"], 1);
+    }
+}
