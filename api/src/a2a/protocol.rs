@@ -578,7 +578,8 @@ mod tests {
     fn timestamps_are_rfc3339() {
         assert_eq!(timestamp(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(timestamp(951_782_400_123), "2000-02-29T00:00:00.123Z");
-        assert_eq!(timestamp(1_795_392_000_000), "2026-11-22T00:00:00.000Z");
+        assert_eq!(timestamp(1_795_305_600_000), "2026-11-22T00:00:00.000Z");
+        assert_eq!(timestamp(1_795_391_999_999), "2026-11-22T23:59:59.999Z");
     }
 
     #[test]
