@@ -25,6 +25,7 @@ pub mod protocol;
 mod stream;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -180,8 +181,15 @@ async fn rpc(
     caller: Caller,
     ApiPath((ws, name)): ApiPath<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
+    let body = body.map_err(|e| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large("request body is too large")
+        } else {
+            ApiError::bad_request(format!("unreadable body: {}", e.body_text()))
+        }
+    })?;
     path_target(&state, &ws, &name)?;
     if caller.workspace != ws {
         // Another workspace's agents do not exist for this key.

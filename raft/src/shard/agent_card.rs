@@ -4,7 +4,7 @@
 //! The card is JSON text validated at the edge (the API checks its shape and size); apply only
 //! stores it. A registration and its card are one command, so an agent never shows a card from
 //! an earlier registration: registering without a card removes the old one, and deleting the
-//! agent deletes its card (in [`super::agents`]).
+//! agent deletes its card (in the agents module).
 //!
 //! Key prefix (inside the shard's range; `\0` separates parts, names never contain it):
 //! - `A\0<ws>\0<name>` → [`StoredCard`]
