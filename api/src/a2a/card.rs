@@ -17,21 +17,54 @@ use crate::error::{ApiError, ApiResult};
 /// Largest registered card object, bytes of JSON.
 pub const MAX_CARD_BYTES: usize = 16 * 1024;
 /// Most skills on one card.
-pub const MAX_SKILLS: usize = 32;
-/// Most entries of a list of tags, examples or media types.
-pub const MAX_LIST_ITEMS: usize = 16;
+pub const MAX_SKILLS: usize = 16;
+/// Most entries of a list of tags or media types.
+pub const MAX_LIST_ITEMS: usize = 8;
+/// Most examples of one skill.
+pub const MAX_EXAMPLES: usize = 4;
 /// Longest short string (ids, names, versions, tags, media types), characters.
 pub const MAX_SHORT_CHARS: usize = 128;
+/// Longest URL or skill description, characters.
+pub const MAX_TEXT_CHARS: usize = 1024;
 /// Longest URL, characters.
-pub const MAX_URL_CHARS: usize = 2048;
-/// Longest description or example, characters.
-pub const MAX_TEXT_CHARS: usize = 2048;
+pub const MAX_URL_CHARS: usize = MAX_TEXT_CHARS;
+/// Longest example, characters.
+pub const MAX_EXAMPLE_CHARS: usize = 512;
 
 /// Media types a card advertises when the agent names none.
 const DEFAULT_MODES: [&str; 2] = ["text/plain", "application/json"];
 
 /// Version advertised when the agent gives none.
 const DEFAULT_VERSION: &str = "1.0.0";
+
+/// A list entry of at most [`MAX_SHORT_CHARS`] characters (tags, media types), for the
+/// OpenAPI document.
+pub struct ShortItem;
+
+impl utoipa::PartialSchema for ShortItem {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .max_length(Some(MAX_SHORT_CHARS))
+            .into()
+    }
+}
+
+impl ToSchema for ShortItem {}
+
+/// An example of at most [`MAX_EXAMPLE_CHARS`] characters, for the OpenAPI document.
+pub struct TextItem;
+
+impl utoipa::PartialSchema for TextItem {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .max_length(Some(MAX_EXAMPLE_CHARS))
+            .into()
+    }
+}
+
+impl ToSchema for TextItem {}
 
 /// The `card` object of an agent registration: what the agent says about itself to A2A
 /// clients (field names as in the A2A agent card). Giving it makes the agent discoverable.
@@ -45,25 +78,25 @@ pub struct CardInput {
     /// Who provides the agent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provider: Option<ProviderInput>,
-    /// Documentation link, at most 2048 characters.
-    #[schema(max_length = 2048)]
+    /// Documentation link, at most 1024 characters.
+    #[schema(max_length = 1024)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub documentation_url: Option<String>,
-    /// Icon link, at most 2048 characters.
-    #[schema(max_length = 2048)]
+    /// Icon link, at most 1024 characters.
+    #[schema(max_length = 1024)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub icon_url: Option<String>,
-    /// Media types the agent reads (default `text/plain`, `application/json`); up to 16 of 1
-    /// to 128 characters.
-    #[schema(max_items = 16)]
+    /// Media types the agent reads (default `text/plain`, `application/json`); up to 8 of at
+    /// most 128 characters.
+    #[schema(max_items = 8, value_type = Option<Vec<ShortItem>>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub default_input_modes: Option<Vec<String>>,
     /// Media types the agent writes (same rules and default).
-    #[schema(max_items = 16)]
+    #[schema(max_items = 8, value_type = Option<Vec<ShortItem>>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub default_output_modes: Option<Vec<String>>,
-    /// What the agent can do, up to 32 skills.
-    #[schema(max_items = 32)]
+    /// What the agent can do, up to 16 skills.
+    #[schema(max_items = 16)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skills: Option<Vec<SkillInput>>,
 }
@@ -75,8 +108,8 @@ pub struct ProviderInput {
     /// Organisation name, 1 to 128 characters.
     #[schema(min_length = 1, max_length = 128)]
     pub organization: String,
-    /// Its website, at most 2048 characters.
-    #[schema(max_length = 2048)]
+    /// Its website, at most 1024 characters.
+    #[schema(max_length = 1024)]
     #[serde(default)]
     pub url: String,
 }
@@ -91,24 +124,24 @@ pub struct SkillInput {
     /// Display name, 1 to 128 characters.
     #[schema(min_length = 1, max_length = 128)]
     pub name: String,
-    /// What it does, at most 2048 characters.
-    #[schema(max_length = 2048)]
+    /// What it does, at most 1024 characters.
+    #[schema(max_length = 1024)]
     #[serde(default)]
     pub description: String,
-    /// Keywords, up to 16 of 1 to 128 characters.
-    #[schema(max_items = 16)]
+    /// Keywords, up to 8 of at most 128 characters.
+    #[schema(max_items = 8, value_type = Vec<ShortItem>)]
     #[serde(default)]
     pub tags: Vec<String>,
-    /// Example requests, up to 16 of at most 2048 characters.
-    #[schema(max_items = 16)]
+    /// Example requests, up to 4 of at most 512 characters.
+    #[schema(max_items = 4, value_type = Vec<TextItem>)]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub examples: Vec<String>,
     /// Media types it reads (default: the card's).
-    #[schema(max_items = 16)]
+    #[schema(max_items = 8, value_type = Vec<ShortItem>)]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub input_modes: Vec<String>,
     /// Media types it writes (default: the card's).
-    #[schema(max_items = 16)]
+    #[schema(max_items = 8, value_type = Vec<ShortItem>)]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub output_modes: Vec<String>,
 }
@@ -123,14 +156,14 @@ fn chars(field: &str, v: &str, min: usize, max: usize) -> ApiResult<()> {
     Ok(())
 }
 
-fn list(field: &str, v: &[String], min_chars: usize, max_chars: usize) -> ApiResult<()> {
-    if v.len() > MAX_LIST_ITEMS {
+fn list(field: &str, v: &[String], max_items: usize, max_chars: usize) -> ApiResult<()> {
+    if v.len() > max_items {
         return Err(ApiError::bad_request(format!(
-            "{field} must have at most {MAX_LIST_ITEMS} entries"
+            "{field} must have at most {max_items} entries"
         )));
     }
     for (i, s) in v.iter().enumerate() {
-        chars(&format!("{field}[{i}]"), s, min_chars, max_chars)?;
+        chars(&format!("{field}[{i}]"), s, 0, max_chars)?;
     }
     Ok(())
 }
@@ -168,7 +201,7 @@ pub fn card_text(v: &Value) -> ApiResult<String> {
         ("card.defaultOutputModes", &card.default_output_modes),
     ] {
         if let Some(m) = modes {
-            list(field, m, 1, MAX_SHORT_CHARS)?;
+            list(field, m, MAX_LIST_ITEMS, MAX_SHORT_CHARS)?;
         }
     }
     let skills = card.skills.as_deref().unwrap_or_default();
@@ -183,10 +216,20 @@ pub fn card_text(v: &Value) -> ApiResult<String> {
         chars(&f("id"), &s.id, 1, MAX_SHORT_CHARS)?;
         chars(&f("name"), &s.name, 1, MAX_SHORT_CHARS)?;
         chars(&f("description"), &s.description, 0, MAX_TEXT_CHARS)?;
-        list(&f("tags"), &s.tags, 1, MAX_SHORT_CHARS)?;
-        list(&f("examples"), &s.examples, 0, MAX_TEXT_CHARS)?;
-        list(&f("inputModes"), &s.input_modes, 1, MAX_SHORT_CHARS)?;
-        list(&f("outputModes"), &s.output_modes, 1, MAX_SHORT_CHARS)?;
+        list(&f("tags"), &s.tags, MAX_LIST_ITEMS, MAX_SHORT_CHARS)?;
+        list(&f("examples"), &s.examples, MAX_EXAMPLES, MAX_EXAMPLE_CHARS)?;
+        list(
+            &f("inputModes"),
+            &s.input_modes,
+            MAX_LIST_ITEMS,
+            MAX_SHORT_CHARS,
+        )?;
+        list(
+            &f("outputModes"),
+            &s.output_modes,
+            MAX_LIST_ITEMS,
+            MAX_SHORT_CHARS,
+        )?;
         if !ids.insert(s.id.as_str()) {
             return Err(ApiError::bad_request(format!(
                 "card.skills[{i}].id {:?} is used by another skill",
@@ -291,7 +334,7 @@ mod tests {
                 "card.skills[1].id",
             ),
             (
-                json!({"defaultInputModes": [""]}),
+                json!({"defaultInputModes": ["x".repeat(129)]}),
                 "card.defaultInputModes[0]",
             ),
         ] {
