@@ -118,7 +118,7 @@ pub struct ProviderInput {
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SkillInput {
-    /// Unique on the card, 1 to 128 characters.
+    /// Its id on the card, 1 to 128 characters.
     #[schema(min_length = 1, max_length = 128)]
     pub id: String,
     /// Display name, 1 to 128 characters.
@@ -210,7 +210,6 @@ pub fn card_text(v: &Value) -> ApiResult<String> {
             "card.skills must have at most {MAX_SKILLS} entries"
         )));
     }
-    let mut ids = std::collections::BTreeSet::new();
     for (i, s) in skills.iter().enumerate() {
         let f = |name: &str| format!("card.skills[{i}].{name}");
         chars(&f("id"), &s.id, 1, MAX_SHORT_CHARS)?;
@@ -230,12 +229,6 @@ pub fn card_text(v: &Value) -> ApiResult<String> {
             MAX_LIST_ITEMS,
             MAX_SHORT_CHARS,
         )?;
-        if !ids.insert(s.id.as_str()) {
-            return Err(ApiError::bad_request(format!(
-                "card.skills[{i}].id {:?} is used by another skill",
-                s.id
-            )));
-        }
     }
     let text = serde_json::to_string(&card).map_err(|e| ApiError::internal(e.to_string()))?;
     if text.len() > MAX_CARD_BYTES {
@@ -328,10 +321,6 @@ mod tests {
             (
                 json!({"skills": [{"id": "", "name": "x"}]}),
                 "card.skills[0].id",
-            ),
-            (
-                json!({"skills": [{"id": "a", "name": "x"}, {"id": "a", "name": "y"}]}),
-                "card.skills[1].id",
             ),
             (
                 json!({"defaultInputModes": ["x".repeat(129)]}),
