@@ -11,14 +11,48 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use conclave_cluster_tests::http::{expect, send};
+use conclave_cluster_tests::http::send;
 use conclave_cluster_tests::{wait_until, Cluster, NodeClient};
 use reqwest::{Method, RequestBuilder};
 use serde_json::{json, Value};
 use tracing::info;
 
-/// Deadline of waits and of each stream frame in these tests.
-const TIMEOUT: Duration = Duration::from_secs(60);
+/// Deadline of waits and of each stream frame in these tests (generous: loaded machines elect
+/// leaders slowly).
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Sends `req`, again while the answer is a 503 from a request that reached no shard leader
+/// (nothing was executed, so a retry cannot apply a write twice); the status and body.
+async fn send_settled(req: RequestBuilder) -> Result<(u16, Value)> {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let (status, body) = send(req.try_clone().context("a JSON request clones")?).await?;
+        let leaderless = status == 503
+            && body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("no reachable leader"));
+        if !leaderless || tokio::time::Instant::now() > deadline {
+            return Ok((status, body));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// [`send_settled`], checking the status and the error shape as `expect` does.
+async fn expect(req: RequestBuilder, status: u16, what: &str) -> Result<Value> {
+    let (got, body) = send_settled(req).await.with_context(|| what.to_string())?;
+    ensure!(
+        got == status,
+        "{what}: expected {status}, got {got}: {body}"
+    );
+    if status >= 400 {
+        ensure!(
+            body["error"]["status"] == json!(status) && body["error"]["message"].is_string(),
+            "{what}: error body {body}"
+        );
+    }
+    Ok(body)
+}
 
 /// The card registered for the agents of these tests.
 fn card() -> Value {
@@ -556,7 +590,7 @@ async fn a2a_states_follow_the_conclave_task_in_both_versions() -> Result<()> {
     let key = cluster.api(0).create_api_key("reader", "read").await?;
     let reader = cluster.api_with_key(1, Some(&key.key))?;
     wait_until("the read key is known", TIMEOUT, async || {
-        Ok(send(rpc_with(
+        Ok(send_settled(rpc_with(
             &reader,
             &cluster,
             1,
