@@ -25,6 +25,16 @@ if ! "$mcp_venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.
   "$mcp_venv/bin/pip" install -q --disable-pip-version-check "mcp==$mcp_version" "mcp-types==$mcp_version"
 fi
 export CONCLAVE_MCP_PYTHON="$mcp_venv/bin/python"
+# The official A2A client (a2a-sdk, A2A v1.0 with 0.3 compatibility) drives the A2A tests; its
+# own venv keeps its dependencies apart from Schemathesis'. Pinned, installed once.
+a2a_venv="${CONCLAVE_A2A_VENV:-$HOME/.cache/conclave/venv-a2a}"
+a2a_sdk_version="1.3.0"
+if ! "$a2a_venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('a2a-sdk') != '$a2a_sdk_version')" 2>/dev/null; then
+  echo "installing a2a-sdk $a2a_sdk_version into $a2a_venv"
+  python3 -m venv "$a2a_venv"
+  "$a2a_venv/bin/pip" install -q --disable-pip-version-check "a2a-sdk==$a2a_sdk_version" "httpx==0.28.1"
+fi
+export CONCLAVE_A2A_PYTHON="$a2a_venv/bin/python"
 # Builds are cached outside the checkout so repeated runs (and CI) stay fast.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/conclave/target}"
 cargo build -p conclave-node

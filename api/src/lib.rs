@@ -1,6 +1,7 @@
 //! Conclave's client-facing HTTP API: REST under `/v1`, health and readiness, one JSON error
 //! shape. Handlers are thin: authenticate, validate, call the router.
 
+pub mod a2a;
 pub mod auth;
 pub mod error;
 pub mod mcp;

@@ -92,6 +92,10 @@ async fn schemathesis_finds_no_failures() -> Result<()> {
         // Draining a random node would take the cluster under test apart mid-run; node removal
         // has its own tests in cluster.rs.
         .args(["--exclude-operation-id", "post_cluster_nodes_id_remove"])
+        // The A2A JSON-RPC endpoint answers protocol errors as JSON-RPC errors inside HTTP 200,
+        // as A2A clients require, which Schemathesis' negative-data check reads as accepting
+        // bad input; tests/a2a.rs covers its errors, and the agent card route stays checked.
+        .args(["--exclude-operation-id", "post_a2a_workspace_agents_name"])
         .arg("--header")
         .arg(format!("Authorization: Bearer {}", cluster.api_key()))
         .env("NO_COLOR", "1")

@@ -11,6 +11,7 @@ use axum::Json;
 use conclave_actors::{ClientRequest, ClientResponse};
 use conclave_raft::meta::teams::TeamsCommand;
 use conclave_raft::meta::Scope;
+use conclave_raft::shard::agent_card::CardRegister;
 use conclave_raft::shard::{Agent, AgentStatus};
 use conclave_raft::{MetaCommand, ShardCommand, ShardQuery, ShardReadResult, ShardResponse};
 use serde::{Deserialize, Serialize};
@@ -117,6 +118,11 @@ pub(super) struct RegisterAgentBody {
     /// A JSON object, at most 16 KiB.
     #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
+    /// The agent's A2A card fields (at most 16 KiB of JSON): giving one makes the agent
+    /// discoverable and reachable over A2A (see `docs/a2a.md`); registering without one
+    /// removes it.
+    #[schema(value_type = Option<crate::a2a::card::CardInput>)]
+    card: Option<Value>,
 }
 
 /// An agent.
@@ -199,14 +205,20 @@ async fn register(
         }
     }
     let metadata = metadata_text("metadata", body.metadata.as_ref())?;
+    let card = body
+        .card
+        .as_ref()
+        .map(crate::a2a::card::card_text)
+        .transpose()?;
     let group = shard(&state, &caller.workspace, "agent", &body.name)?;
-    let cmd = ShardCommand::AgentRegister {
+    let cmd = ShardCommand::AgentRegisterCard(CardRegister {
         ws: caller.workspace.clone(),
         name: body.name,
         description,
         capabilities,
         metadata,
-    };
+        card,
+    });
     match run(&state, group, ClientRequest::Write(cmd)).await? {
         ClientResponse::Write(ShardResponse::Agent { agent, created }) => {
             let status = if created {

@@ -65,6 +65,8 @@ fn documented(max_artifact_bytes: usize) -> OpenApiRouter<AppState> {
         .merge(teams::routes())
         .merge(skills::routes())
         .merge(violations::routes())
+        // a2a
+        .merge(crate::a2a::routes())
 }
 
 /// The OpenAPI document served at `/openapi.json`.
@@ -220,7 +222,11 @@ async fn scatter(
 
 /// Runs a shard request on `group` through the router; a deterministic refusal becomes its
 /// error (meta writes go through `Router::execute_meta`, which does the same).
-async fn run(state: &AppState, group: GroupId, req: ClientRequest) -> ApiResult<ClientResponse> {
+pub(crate) async fn run(
+    state: &AppState,
+    group: GroupId,
+    req: ClientRequest,
+) -> ApiResult<ClientResponse> {
     match state.router.execute(group, req).await? {
         ClientResponse::Write(ShardResponse::Refused(e)) => Err(e.into()),
         other => Ok(other),
@@ -228,7 +234,7 @@ async fn run(state: &AppState, group: GroupId, req: ClientRequest) -> ApiResult<
 }
 
 /// The shard of an entity, or 503 before the cluster is bootstrapped.
-fn shard(state: &AppState, ws: &str, kind: &str, name: &str) -> ApiResult<GroupId> {
+pub(crate) fn shard(state: &AppState, ws: &str, kind: &str, name: &str) -> ApiResult<GroupId> {
     state
         .router
         .shard_of(ws, kind, name)
@@ -245,6 +251,6 @@ fn json_value(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or(Value::Null)
 }
 
-fn unexpected(resp: ClientResponse) -> ApiError {
+pub(crate) fn unexpected(resp: ClientResponse) -> ApiError {
     ApiError::from(CoreError::internal(format!("unexpected response {resp:?}")))
 }

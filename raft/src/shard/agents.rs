@@ -397,6 +397,7 @@ pub(super) fn apply<R: KvRead + ?Sized>(
                 ShardResponse::Refused(not_found_agent(name))
             } else {
                 txn.delete(k);
+                txn.delete(super::agent_card::key(ws, name));
                 delete_prefix(txn, base, &keys::inbox_prefix(ws, name))?;
                 delete_prefix(txn, base, &keys::inbox_index_prefix(ws, name))?;
                 record_event(txn, ws, name, AgentEventKind::Deleted, at_ms)?;

@@ -10,6 +10,7 @@ pub mod embedding;
 
 use serde::{Deserialize, Serialize};
 
+pub mod agent_card;
 mod agents;
 
 pub use agents::{
@@ -167,6 +168,9 @@ pub enum ShardCommand {
     // teams
     /// Record a refused skill invocation.
     RecordViolation(violation::NewViolation),
+    // a2a
+    /// Register an agent (as [`ShardCommand::AgentRegister`]) and set or remove its A2A card.
+    AgentRegisterCard(agent_card::CardRegister),
 }
 
 /// The entity a command or query addresses, which decides its shard.
@@ -208,6 +212,8 @@ impl ShardCommand {
             ShardCommand::InboxDeliver { ws, .. } => (ws, "inbox", ""),
             // teams
             ShardCommand::RecordViolation(v) => (&v.ws, "violations", ""),
+            // a2a
+            ShardCommand::AgentRegisterCard(c) => (&c.ws, "agent", &c.name),
         }
     }
 }
@@ -373,6 +379,9 @@ pub enum ShardQuery {
         agent: Option<String>,
         limit: usize,
     },
+    // a2a
+    /// An agent and its A2A card.
+    AgentCard { ws: String, name: String },
 }
 
 /// The result of a [`ShardQuery`].
@@ -426,6 +435,12 @@ pub enum ShardReadResult {
     // teams
     /// A page of policy violations, newest first.
     Violations(Vec<violation::Violation>),
+    // a2a
+    /// An agent and its A2A card, if it registered one.
+    AgentCard {
+        agent: Box<Agent>,
+        card: Option<agent_card::StoredCard>,
+    },
 }
 
 /// Key layout inside a shard's range. Workspace and names never contain `\0` (validated at the
@@ -604,6 +619,11 @@ pub fn apply<R: KvRead + ?Sized>(
         }
         // teams
         ShardCommand::RecordViolation(v) => violation::record(txn, v, at_ms)?,
+        // a2a
+        ShardCommand::AgentRegisterCard(c) => {
+            let base = txn.base();
+            agent_card::register(txn, base, shard, c, at_ms)?
+        }
     })
 }
 
@@ -690,6 +710,8 @@ pub fn query<R: KvRead>(kv: &R, q: &ShardQuery) -> Result<ShardReadResult, CoreE
             agent,
             limit,
         } => violation::list(kv, ws, *before, agent.as_deref(), *limit),
+        // a2a
+        ShardQuery::AgentCard { ws, name } => agent_card::query(kv, ws, name),
     }
 }
 
