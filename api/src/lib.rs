@@ -1,6 +1,7 @@
 //! Conclave's client-facing HTTP API: REST under `/v1`, health and readiness, one JSON error
 //! shape. Handlers are thin: authenticate, validate, call the router.
 
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod openapi;
@@ -8,6 +9,7 @@ pub mod policy;
 pub mod routes;
 pub mod state;
 pub mod validate;
+pub mod webhooks;
 
 pub use routes::{app, openapi};
 pub use state::AppState;

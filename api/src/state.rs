@@ -21,6 +21,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Largest artifact content accepted, bytes.
     pub max_artifact_bytes: usize,
+    /// The node's audit writer.
+    pub audit: crate::audit::AuditLog,
 }
 
 impl AppState {
