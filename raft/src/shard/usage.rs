@@ -155,7 +155,6 @@ pub(super) fn measure<R: KvRead + ?Sized>(kv: &R, ws: &str) -> Result<Usage, Cor
 mod tests {
     use std::collections::BTreeMap;
 
-    use super::*;
     use crate::shard::audit::{AuditRetention, NewAuditEntry};
     use crate::shard::{apply_to_map, query, ShardCommand, ShardQuery, ShardReadResult};
 

@@ -3,7 +3,7 @@
 //!
 //! Everything lives on the workspace's audit shard (`shard_for(ws, "audit", "")`): the audit
 //! append that records a successful change also enqueues, in the same apply, one delivery per
-//! webhook subscribed to the change's event type ([`enqueue`]). So a change acknowledged to its
+//! webhook subscribed to the change's event type (`enqueue`). So a change acknowledged to its
 //! client has its deliveries stored, replicated, whatever happens next.
 //!
 //! Sending happens outside apply, on the shard's leader (see the API crate's sender): it reads
