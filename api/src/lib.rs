@@ -2,6 +2,7 @@
 //! shape. Handlers are thin: authenticate, validate, call the router.
 
 pub mod a2a;
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod mcp;
@@ -10,6 +11,7 @@ pub mod policy;
 pub mod routes;
 pub mod state;
 pub mod validate;
+pub mod webhooks;
 
 pub use routes::{app, openapi};
 pub use state::AppState;

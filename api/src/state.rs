@@ -23,6 +23,8 @@ pub struct AppState {
     pub max_artifact_bytes: usize,
     /// The cluster secret every node holds: signs MCP session ids, so any node accepts them.
     pub cluster_secret: Arc<str>,
+    /// The node's audit writer.
+    pub audit: crate::audit::AuditLog,
 }
 
 impl AppState {

@@ -78,9 +78,9 @@ string_schema!(
     64
 );
 string_schema!(
-    /// An ACL principal: `agent:NAME` or `key:ID`.
+    /// An ACL principal: `agent:NAME`, `key:ID` or `team:ID`.
     TopicPrincipalString,
-    r"^(agent:[A-Za-z0-9._-]{1,128}|key:[A-Za-z0-9._:-]{1,128})$",
+    r"^(agent:[A-Za-z0-9._-]{1,128}|key:[A-Za-z0-9._:-]{1,128}|team:[A-Za-z0-9._:-]{1,128})$",
     132
 );
 string_schema!(

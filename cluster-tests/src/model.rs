@@ -150,6 +150,8 @@ pub enum ShardKind {
     Topic,
     /// Task queues; tasks live in the queue `default`.
     Queue,
+    /// The workspace's audit log (the name is ignored).
+    Audit,
 }
 
 impl ShardKind {
@@ -159,6 +161,7 @@ impl ShardKind {
             ShardKind::Context => "context",
             ShardKind::Topic => "topic",
             ShardKind::Queue => "queue",
+            ShardKind::Audit => "audit",
         }
     }
 }

@@ -675,8 +675,17 @@ async fn restricted_topics_enforce_acl_on_every_node() -> Result<()> {
         403,
     )
     .await?;
+    // A team that does not exist is a conflict, like an unknown key (team principals have
+    // their own tests in topic_teams.rs).
+    expect(
+        api(0)
+            .request(Method::POST, &["v1", "topics", "secret", "acl"])
+            .json(&json!({ "principal": "team:t1", "permissions": ["read"] })),
+        409,
+    )
+    .await?;
     for body in [
-        json!({ "principal": "team:t1", "permissions": ["read"] }),
+        json!({ "principal": "user:u1", "permissions": ["read"] }),
         json!({ "principal": "agent:bob", "permissions": [] }),
         json!({ "principal": "agent:bob", "permissions": ["admin"] }),
     ] {

@@ -51,6 +51,10 @@ pub struct Config {
     pub log: String,
     /// How often a shard leader enforces topic retention and purges deleted topics, seconds.
     pub compaction_interval_secs: u64,
+    /// Audit entries older than this many days are removed (1 to 3650).
+    pub audit_retention_days: u64,
+    /// At most this many of a workspace's newest audit entries are kept (1 000 to 100 000 000).
+    pub audit_max_entries: u64,
 }
 
 impl Default for Config {
@@ -74,6 +78,8 @@ impl Default for Config {
             max_artifact_bytes: 4 << 20,
             log: "info".into(),
             compaction_interval_secs: 60,
+            audit_retention_days: 90,
+            audit_max_entries: 1_000_000,
         }
     }
 }
@@ -119,6 +125,8 @@ const FIELDS: &[&str] = &[
     "max_artifact_bytes",
     "log",
     "compaction_interval_secs",
+    "audit_retention_days",
+    "audit_max_entries",
 ];
 
 impl Config {
@@ -167,6 +175,12 @@ impl Config {
         }
         if !(1..=86_400).contains(&self.compaction_interval_secs) {
             bail!("compaction_interval_secs must be 1 to 86400");
+        }
+        if !(1..=3650).contains(&self.audit_retention_days) {
+            bail!("audit_retention_days must be 1 to 3650");
+        }
+        if !(1_000..=100_000_000).contains(&self.audit_max_entries) {
+            bail!("audit_max_entries must be 1000 to 100000000");
         }
         if !(1..=86_400).contains(&self.presence_timeout_secs) {
             bail!("presence_timeout_secs must be 1 to 86400");

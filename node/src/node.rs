@@ -162,11 +162,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             peer_listen: peer_addr.clone(),
         },
     )?;
+    conclave_api::webhooks::start(router.clone());
     let state = AppState {
         router: router.clone(),
         max_body_bytes: config.max_body_bytes,
         max_artifact_bytes: config.max_artifact_bytes,
         cluster_secret: secret.clone().into(),
+        audit: conclave_api::audit::AuditLog::start(
+            router.clone(),
+            conclave_api::audit::AuditSettings {
+                retention_days: config.audit_retention_days,
+                max_entries: config.audit_max_entries,
+            },
+        ),
     };
     tracing::info!(node = node_id, listen = %api_addr, peer = %peer_addr, "serving");
     let api_listener = api_listener.tap_io(|tcp| {

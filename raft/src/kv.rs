@@ -46,6 +46,22 @@ pub struct Txn<'a, R: KvRead + ?Sized> {
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
+/// A transaction reads like a store, its own writes included.
+impl<R: KvRead + ?Sized> KvRead for Txn<'_, R> {
+    fn get(&self, key: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
+        Txn::get(self, key)
+    }
+
+    fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        Txn::scan(self, prefix, after, limit)
+    }
+}
+
 impl<'a, R: KvRead + ?Sized> Txn<'a, R> {
     /// A transaction with no writes yet.
     pub fn new(base: &'a R) -> Self {

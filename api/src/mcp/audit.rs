@@ -1,12 +1,16 @@
 //! The one point every MCP tool call passes once it is decided: [`tool_called`].
 //!
-//! It receives the caller, the tool, the session (if any) and the outcome, and writes one
-//! structured `tracing` event under the target `conclave::audit` (fields `workspace`, `key`,
-//! `user`, `agent`, `tool`, `session`, `outcome`, `status`). The REST requests a tool call makes
-//! carry [`super::dispatch::Via::Mcp`], so an audit layer around the REST routes sees them too.
-//! A durable audit log records tool calls by being called from here.
+//! It receives the caller, the tool, the session (if any) and the outcome, records the call in
+//! the workspace's audit log (method `CALL`, route `mcp:TOOL`, via `mcp`, targets naming the
+//! agent and session) and writes one structured `tracing` event under the target
+//! `conclave::audit`. The REST requests a tool call makes carry [`crate::audit::Via::Mcp`], so
+//! the changes they make are recorded by the audit layer as well, marked `via: mcp`.
 
+use conclave_raft::command::now_ms;
+
+use crate::audit::{record, AuditEntry, Via};
 use crate::auth::Caller;
+use crate::state::AppState;
 
 /// How a tool call ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,8 +66,28 @@ pub struct ToolCall<'a> {
     pub outcome: Outcome,
 }
 
-/// Records one tool call. Called exactly once per `tools/call` naming a known tool.
-pub fn tool_called(call: &ToolCall<'_>) {
+/// Records one tool call. Called exactly once per `tools/call` naming a known tool. An entry
+/// that cannot be committed now is retried in the background by the audit log.
+pub async fn tool_called(state: &AppState, call: &ToolCall<'_>) {
+    let mut targets = vec![("tool".to_string(), call.tool.to_string())];
+    if let Some(agent) = call.agent {
+        targets.push(("agent".to_string(), agent.to_string()));
+    }
+    if let Some(session) = call.session {
+        targets.push(("session".to_string(), session.to_string()));
+    }
+    let entry = AuditEntry {
+        method: "CALL".to_string(),
+        route: format!("mcp:{}", call.tool),
+        targets,
+        status: call.outcome.status(),
+        via: Via::Mcp,
+        request_id: String::new(),
+        received_at: now_ms(),
+    };
+    if let Err(e) = record(state, call.caller, entry).await {
+        tracing::warn!(tool = call.tool, error = %e.message, "tool call audit entry not committed yet");
+    }
     tracing::info!(
         target: "conclave::audit",
         via = "mcp",

@@ -101,6 +101,8 @@ pub fn build_request(
     let mut req = builder
         .body(body)
         .map_err(|e| BadArguments(format!("cannot build the request: {e}")))?;
+    // The audit layer around the REST routes records the call as made through MCP.
+    req.extensions_mut().insert(crate::audit::Via::Mcp);
     req.extensions_mut().insert(via);
     Ok(req)
 }

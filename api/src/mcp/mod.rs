@@ -597,14 +597,18 @@ async fn call_tool(ctx: &Ctx<'_>, params: &Map<String, Value>) -> Result<Value, 
         Some(Value::Object(a)) => a.clone(),
         Some(_) => return Err(RpcError::invalid_params("arguments must be an object")),
     };
-    let record = |outcome| {
-        audit::tool_called(&ToolCall {
-            caller: &ctx.caller,
-            agent: ctx.agent.as_deref(),
-            tool: tool.name,
-            session: ctx.session.as_deref(),
-            outcome,
-        })
+    let record = |outcome| async move {
+        audit::tool_called(
+            &ctx.mcp.state,
+            &ToolCall {
+                caller: &ctx.caller,
+                agent: ctx.agent.as_deref(),
+                tool: tool.name,
+                session: ctx.session.as_deref(),
+                outcome,
+            },
+        )
+        .await
     };
     if let Some(skill) = tool.skill {
         match policy::enforce_tool(
@@ -618,14 +622,15 @@ async fn call_tool(ctx: &Ctx<'_>, params: &Map<String, Value>) -> Result<Value, 
         {
             Ok(Ok(())) => {}
             Ok(Err(message)) => {
-                record(Outcome::Refused);
+                record(Outcome::Refused).await;
                 return Ok(tool_error(json!({"error": {
                     "code": "policy_violation", "status": 403, "message": message}})));
             }
             Err(e) => {
                 record(Outcome::Failed {
                     status: e.status.as_u16(),
-                });
+                })
+                .await;
                 return Ok(tool_error(json!({"error": {
                     "code": e.code, "status": e.status.as_u16(), "message": e.message}})));
             }
@@ -655,17 +660,17 @@ async fn call_tool(ctx: &Ctx<'_>, params: &Map<String, Value>) -> Result<Value, 
     };
     match answer {
         Err(BadArguments(message)) => {
-            record(Outcome::BadArguments);
+            record(Outcome::BadArguments).await;
             Ok(tool_error(json!({"error": {
                 "code": "bad_request", "status": 400, "message": message}})))
         }
         Ok(RestAnswer { status, body }) => {
             let code = status.as_u16();
             if status.is_success() {
-                record(Outcome::Ok { status: code });
+                record(Outcome::Ok { status: code }).await;
                 Ok(tool_result(body, false))
             } else {
-                record(Outcome::Failed { status: code });
+                record(Outcome::Failed { status: code }).await;
                 Ok(tool_result(body, true))
             }
         }

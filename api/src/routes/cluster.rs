@@ -56,6 +56,8 @@ pub(super) enum LocateKind {
     Task,
     /// An agent.
     Agent,
+    /// The workspace's audit log (`name` is ignored).
+    Audit,
 }
 
 impl LocateKind {
@@ -66,6 +68,7 @@ impl LocateKind {
             LocateKind::Queue => "queue",
             LocateKind::Task => "task",
             LocateKind::Agent => "agent",
+            LocateKind::Audit => "audit",
         }
     }
 }
@@ -115,6 +118,8 @@ async fn locate(
         // A task id names its shard; a malformed one names no task.
         LocateKind::Task => shard_of_task_id(&q.name)
             .ok_or_else(|| ApiError::not_found(format!("task {} not found", q.name)))?,
+        // One log per workspace.
+        LocateKind::Audit => shard(&state, &caller.workspace, "audit", "")?,
         kind => shard(&state, &caller.workspace, kind.as_str(), &q.name)?,
     };
     let replicas: Vec<NodeId> = state

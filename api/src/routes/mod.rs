@@ -17,6 +17,10 @@ mod workspaces;
 mod skills;
 mod teams;
 mod violations;
+// audit
+mod activity;
+mod audit;
+mod webhooks;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
@@ -67,6 +71,10 @@ fn documented(max_artifact_bytes: usize) -> OpenApiRouter<AppState> {
         .merge(violations::routes())
         // a2a
         .merge(crate::a2a::routes())
+        // audit
+        .merge(audit::routes())
+        .merge(activity::routes())
+        .merge(webhooks::routes())
 }
 
 /// The OpenAPI document served at `/openapi.json`.
@@ -77,6 +85,11 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// The whole HTTP application: every documented route, `/openapi.json` and the `/docs` page.
 pub fn app(state: AppState) -> Router {
     let (router, doc) = documented(state.max_artifact_bytes).split_for_parts();
+    // Inside routing, so the audit layer sees the matched route template and path parameters.
+    let router = router.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        crate::audit::layer,
+    ));
     let rest = router
         .merge(SwaggerUi::new("/docs").url("/openapi.json", crate::openapi::finish(doc)))
         .fallback(|| async { ApiError::not_found("no such route") })

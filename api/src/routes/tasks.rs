@@ -64,8 +64,9 @@ pub(super) struct CreateTaskBody {
     /// Any JSON object, up to 16 KiB (default `{}`).
     #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
-    /// `auto` (default: claimable at once), `approval` (claimable after an admin's approve) or
-    /// `claim_only` (agents may claim but not create: needs an admin key).
+    /// `auto` (claimable at once), `approval` (claimable after an admin's approve) or
+    /// `claim_only` (agents may claim but not create: needs an admin key); default: the
+    /// workspace's `task_mode` setting, which non-admin keys may not loosen.
     mode: Option<TaskMode>,
 }
 
@@ -247,7 +248,26 @@ fn lease(field: &str, secs: u64) -> ApiResult<u64> {
     }
 }
 
+/// How much a mode gates a task: `auto` < `approval` < `claim_only`.
+fn strictness(mode: TaskMode) -> u8 {
+    match mode {
+        TaskMode::Auto => 0,
+        TaskMode::Approval => 1,
+        TaskMode::ClaimOnly => 2,
+    }
+}
+
+fn mode_name(mode: TaskMode) -> &'static str {
+    match mode {
+        TaskMode::Auto => "auto",
+        TaskMode::Approval => "approval",
+        TaskMode::ClaimOnly => "claim_only",
+    }
+}
+
 /// Creates a task in the workspace's queue: `open`, or `pending_approval` in mode `approval`.
+/// Without `mode` the task takes the workspace's `task_mode` setting; a non-admin key may not
+/// choose a looser mode than that setting (403), and only admin keys create `claim_only` tasks.
 #[utoipa::path(post, path = "/v1/tasks", tag = TAG, request_body = CreateTaskBody,
     responses((status = 201, description = "The new task", body = TaskView)))]
 async fn create(
@@ -256,11 +276,26 @@ async fn create(
     ApiJson(body): ApiJson<CreateTaskBody>,
 ) -> ApiResult<(StatusCode, Json<TaskView>)> {
     caller.require(Scope::Full)?;
-    let mode = body.mode.unwrap_or(TaskMode::Auto);
+    // The workspace's `task_mode` is the default, and the floor for non-admin keys.
+    let workspace_mode = state
+        .groups()
+        .meta()
+        .read()
+        .expect("meta lock")
+        .workspaces
+        .get(&caller.workspace)
+        .map_or(TaskMode::Auto, |w| w.settings.task_mode);
+    let mode = body.mode.unwrap_or(workspace_mode);
     if mode == TaskMode::ClaimOnly && caller.scope < Scope::Admin {
         return Err(ApiError::forbidden(
             "only an admin key may create a claim_only task; agents may claim it",
         ));
+    }
+    if strictness(mode) < strictness(workspace_mode) && caller.scope < Scope::Admin {
+        return Err(ApiError::forbidden(format!(
+            "the workspace's task_mode is {}; only an admin key may create a task in a looser mode",
+            mode_name(workspace_mode)
+        )));
     }
     validate::text("title", &body.title, validate::MAX_TITLE_CHARS, true)?;
     validate::text(

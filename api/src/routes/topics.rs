@@ -11,6 +11,7 @@ use axum::Json;
 use conclave_actors::{ClientRequest, ClientResponse};
 use conclave_raft::meta::topic_acl::{TopicAccessMode, TopicAclEntry, TopicPermission};
 use conclave_raft::meta::Scope;
+use conclave_raft::shard::topic_team::{SubscriptionView, TeamSubscription};
 use conclave_raft::shard::{SubscribeFrom, Subscription, Topic, TopicMessage};
 use conclave_raft::{
     MetaCommand, MetaResponse, ShardCommand, ShardQuery, ShardReadResult, ShardResponse,
@@ -64,6 +65,8 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(messages))
         .routes(routes!(set_access))
         .routes(routes!(grant_acl, list_acl))
+        // topic teams
+        .routes(routes!(team_subscribe, team_unsubscribe))
 }
 
 /// Body of `POST /v1/topics` (its schema, [`CreateTopicBody::schema`], also says that
@@ -285,8 +288,11 @@ pub(super) struct TopicSubscriptionView {
     topic: String,
     /// The subscribed agent.
     agent: String,
-    /// `direct` (the agent subscribed itself).
+    /// `direct` (the agent subscribed itself) or `team` (a team of the agent is subscribed).
     via: &'static str,
+    /// The subscribed team, for `via: team`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    team_id: Option<String>,
     /// The last acknowledged sequence: reading with `agent` resumes after it.
     cursor: u64,
     /// The topic's newest sequence, when listed.
@@ -302,10 +308,22 @@ impl TopicSubscriptionView {
             topic: s.topic,
             agent: s.agent,
             via: "direct",
+            team_id: None,
             cursor: s.cursor,
             last_seq,
             created_at: s.created_at,
         }
+    }
+}
+
+impl From<SubscriptionView> for TopicSubscriptionView {
+    fn from(v: SubscriptionView) -> Self {
+        let mut out = Self::new(v.sub, Some(v.last_seq));
+        if let Some(team) = v.team {
+            out.via = "team";
+            out.team_id = Some(team);
+        }
+        out
     }
 }
 
@@ -504,6 +522,19 @@ fn check_access(
         principals.push(format!("agent:{a}"));
     }
     let meta = state.groups().meta().read().expect("meta lock");
+    // The teams of the acting agent and of the key's user.
+    principals.extend(
+        meta.teams
+            .teams_of(&caller.workspace)
+            .filter(|t| {
+                agent.is_some_and(|a| t.agents.contains_key(a))
+                    || caller
+                        .user
+                        .as_ref()
+                        .is_some_and(|u| t.users.contains_key(u))
+            })
+            .map(|t| format!("team:{}", t.id)),
+    );
     if meta
         .topic_acls
         .allows(&caller.workspace, topic, &principals, perm)
@@ -515,7 +546,7 @@ fn check_access(
         TopicPermission::Publish => "publish",
     };
     Err(ApiError::forbidden(format!(
-        "topic {topic:?} is restricted: {perm} needs an acl entry for key:{} or the acting agent",
+        "topic {topic:?} is restricted: {perm} needs an acl entry for key:{}, the acting agent or one of its teams",
         caller.key_id
     )))
 }
@@ -734,28 +765,30 @@ async fn subscriptions(
     if let Some(c) = &q.cursor {
         validate::name("cursor", c)?;
     }
+    let teams = agent_teams(&state, &caller.workspace, &agent);
     let subs = gather(
         &state,
         |_| {
-            ClientRequest::Read(ShardQuery::TopicSubscriptionList {
+            ClientRequest::Read(ShardQuery::TopicSubscriptionListAs {
                 ws: caller.workspace.clone(),
                 agent: agent.clone(),
+                teams: teams.clone(),
                 after: q.cursor.clone(),
                 limit: limit + 1,
             })
         },
         |answer| match answer {
-            ClientResponse::Read(ShardReadResult::TopicSubscriptions(p)) => Ok(p),
+            ClientResponse::Read(ShardReadResult::TopicSubscriptionsAs(p)) => Ok(p),
             other => Err(unexpected(other)),
         },
-        |(s, _)| s.topic.clone(),
+        |v| v.sub.topic.clone(),
     )
     .await?;
     Ok(Json(Page::merged(
         subs,
         limit,
-        |(s, _)| s.topic.clone(),
-        |(s, last)| TopicSubscriptionView::new(s, Some(last)),
+        |v| v.sub.topic.clone(),
+        TopicSubscriptionView::from,
     )))
 }
 
@@ -938,10 +971,11 @@ async fn messages(
         (None, since) => since.unwrap_or(0),
         (Some(agent), Some(since)) => {
             // Acknowledging moves only this subscription's own cursor, so a read key may.
-            let cmd = ShardCommand::TopicAck {
+            let cmd = ShardCommand::TopicAckAs {
                 ws: ws.clone(),
                 topic: name.clone(),
                 agent: agent.clone(),
+                teams: agent_teams(&state, &ws, agent),
                 seq: since,
             };
             match run(&state, group, ClientRequest::Write(cmd)).await? {
@@ -950,10 +984,11 @@ async fn messages(
             }
         }
         (Some(agent), None) => {
-            let q = ShardQuery::TopicSubscriptionGet {
+            let q = ShardQuery::TopicCursorGet {
                 ws: ws.clone(),
                 topic: name.clone(),
                 agent: agent.clone(),
+                teams: agent_teams(&state, &ws, agent),
             };
             match run(&state, group, ClientRequest::Read(q)).await? {
                 ClientResponse::Read(ShardReadResult::TopicSubscription(s)) => s.cursor,
@@ -1011,7 +1046,7 @@ async fn set_access(
     }
 }
 
-/// Grants permissions on a topic to an agent or a key (admin keys only); granting to a
+/// Grants permissions on a topic to an agent, a key or a team (admin keys only); granting to a
 /// principal that has an entry merges the permissions into it (200).
 #[utoipa::path(post, path = "/v1/topics/{name}/acl", tag = TAG,
     params(("name" = NameString, Path, description = "The topic")),
@@ -1055,9 +1090,26 @@ async fn grant_acl(
             }
             format!("key:{id}")
         }
+        Some(("team", id)) => {
+            validate::name("principal", id)?;
+            let known = state
+                .groups()
+                .meta()
+                .read()
+                .expect("meta lock")
+                .teams
+                .team(&caller.workspace, id)
+                .is_some();
+            if !known {
+                return Err(ApiError::conflict(format!(
+                    "principal team:{id} is no team of this workspace"
+                )));
+            }
+            format!("team:{id}")
+        }
         _ => {
             return Err(ApiError::bad_request(
-                "principal must be agent:NAME or key:ID",
+                "principal must be agent:NAME, key:ID or team:ID",
             ))
         }
     };
@@ -1133,4 +1185,134 @@ async fn list_acl(
         items: page.items,
         next_cursor: page.next_cursor,
     }))
+}
+
+/// Ids of the workspace's teams with `agent` as a member, from this node's meta replica.
+fn agent_teams(state: &AppState, ws: &str, agent: &str) -> Vec<String> {
+    let meta = state.groups().meta().read().expect("meta lock");
+    meta.teams
+        .teams_of(ws)
+        .filter(|t| t.agents.contains_key(agent))
+        .map(|t| t.id.clone())
+        .collect()
+}
+
+/// A team's subscription to a topic.
+#[derive(Serialize, ToSchema)]
+pub(super) struct TopicTeamSubscriptionView {
+    /// The topic.
+    topic: String,
+    /// The team.
+    team_id: String,
+    /// The topic's newest sequence when the team subscribed: its agents read after it until
+    /// they acknowledge.
+    start_seq: u64,
+    /// ms since the Unix epoch.
+    created_at: u64,
+}
+
+impl From<TeamSubscription> for TopicTeamSubscriptionView {
+    fn from(s: TeamSubscription) -> Self {
+        Self {
+            topic: s.topic,
+            team_id: s.team,
+            start_seq: s.start_seq,
+            created_at: s.created_at,
+        }
+    }
+}
+
+/// The answer to removing a team's subscription.
+#[derive(Serialize, ToSchema)]
+pub(super) struct TopicTeamUnsubscribed {
+    /// The topic.
+    topic: String,
+    /// The team.
+    team_id: String,
+    /// Always true.
+    deleted: bool,
+}
+
+/// The team of a path, checked to exist in the caller's workspace (after a meta read barrier).
+async fn existing_team(state: &AppState, caller: &Caller, id: &str) -> ApiResult<()> {
+    validate::name("team", id)?;
+    state.meta_barrier().await?;
+    let known = state
+        .groups()
+        .meta()
+        .read()
+        .expect("meta lock")
+        .teams
+        .team(&caller.workspace, id)
+        .is_some();
+    if known {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!("team {id:?} not found")))
+    }
+}
+
+/// Subscribes a team to a topic (admin keys only): every agent of the team reads it with its
+/// own cursor, starting after the topic's newest message at this moment, and lists it among its
+/// subscriptions with `via: team`. An existing subscription answers 200 unchanged.
+#[utoipa::path(post, path = "/v1/topics/{name}/teams/{id}", tag = TAG,
+    params(("name" = NameString, Path, description = "The topic"),
+        ("id" = NameString, Path, description = "The team")),
+    responses((status = 201, description = "The team is subscribed", body = TopicTeamSubscriptionView),
+        (status = 200, description = "The team was already subscribed", body = TopicTeamSubscriptionView)))]
+async fn team_subscribe(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((name, team)): ApiPath<(String, String)>,
+) -> ApiResult<(StatusCode, Json<TopicTeamSubscriptionView>)> {
+    caller.require(Scope::Admin)?;
+    topic_name("topic", &name)?;
+    existing_team(&state, &caller, &team).await?;
+    let group = shard(&state, &caller.workspace, "topic", &name)?;
+    let cmd = ShardCommand::TopicTeamSubscribe {
+        ws: caller.workspace.clone(),
+        topic: name,
+        team,
+    };
+    match run(&state, group, ClientRequest::Write(cmd)).await? {
+        ClientResponse::Write(ShardResponse::TopicTeamSubscribed { sub, created }) => {
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok((status, Json(sub.into())))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Removes a team's subscription to a topic (admin keys only); its agents' team-derived
+/// cursors are kept for a later subscription.
+#[utoipa::path(delete, path = "/v1/topics/{name}/teams/{id}", tag = TAG,
+    params(("name" = NameString, Path, description = "The topic"),
+        ("id" = NameString, Path, description = "The team")),
+    responses((status = 200, description = "The team's subscription was removed", body = TopicTeamUnsubscribed)))]
+async fn team_unsubscribe(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((name, team)): ApiPath<(String, String)>,
+) -> ApiResult<Json<TopicTeamUnsubscribed>> {
+    caller.require(Scope::Admin)?;
+    topic_name("topic", &name)?;
+    validate::name("team", &team)?;
+    let group = shard(&state, &caller.workspace, "topic", &name)?;
+    let cmd = ShardCommand::TopicTeamUnsubscribe {
+        ws: caller.workspace.clone(),
+        topic: name.clone(),
+        team: team.clone(),
+    };
+    match run(&state, group, ClientRequest::Write(cmd)).await? {
+        ClientResponse::Write(ShardResponse::Deleted(_)) => Ok(Json(TopicTeamUnsubscribed {
+            topic: name,
+            team_id: team,
+            deleted: true,
+        })),
+        other => Err(unexpected(other)),
+    }
 }

@@ -17,7 +17,8 @@
 //! - `I\0<ws>\0<agent>\0<msg id>` → inbox seq of that message (append de-duplication)
 //! - `M\0<msg id>`                → [`StoredMessage`] (message by id, for `reply_to`)
 //! - `x\0<ws>\0<key>`             → [`IdemRecord`] (idempotency keys of sends created here)
-//! - `p\0<ws>\0<seq be>`          → [`AgentEvent`] (registrations, presence changes, deletes)
+//! - `e\0<ws>\0<seq be>`          → [`AgentEvent`] (registrations, presence changes, deletes;
+//!   not `p`, which topic purges own)
 //! - counters `n\0msg` (message ids) and `n\0agentevt` (event seqs)
 
 use serde::{Deserialize, Serialize};
@@ -216,7 +217,7 @@ mod keys {
         [b"x\0", ws.as_bytes(), b"\0", key.as_bytes()].concat()
     }
     pub fn event_prefix(ws: &str) -> Vec<u8> {
-        [b"p\0", ws.as_bytes(), b"\0"].concat()
+        [b"e\0", ws.as_bytes(), b"\0"].concat()
     }
     pub fn event(ws: &str, seq: u64) -> Vec<u8> {
         [event_prefix(ws), seq.to_be_bytes().to_vec()].concat()

@@ -6,6 +6,7 @@
 //! shard; every stored record carries a format version (see [`crate::codec`]).
 
 pub mod artifact;
+pub mod audit;
 pub mod embedding;
 
 use serde::{Deserialize, Serialize};
@@ -26,7 +27,10 @@ use crate::types::GroupId;
 pub mod tasks;
 pub use tasks::{Task, TaskMode, TaskNote, TaskPage, TaskPatch, TaskStatus};
 mod topic;
+pub mod topic_team;
+pub mod usage;
 pub mod violation;
+pub mod webhook;
 
 pub use topic::{Compaction, SubscribeFrom, Subscription, Topic, TopicMessage};
 
@@ -171,6 +175,38 @@ pub enum ShardCommand {
     // a2a
     /// Register an agent (as [`ShardCommand::AgentRegister`]) and set or remove its A2A card.
     AgentRegisterCard(agent_card::CardRegister),
+    // topic teams
+    /// Subscribe a team to a topic (an existing subscription is kept as it is).
+    TopicTeamSubscribe {
+        ws: String,
+        topic: String,
+        team: String,
+    },
+    /// Remove a team's subscription to a topic.
+    TopicTeamUnsubscribe {
+        ws: String,
+        topic: String,
+        team: String,
+    },
+    /// Move `agent`'s cursor forward to `seq`: its direct subscription's, else its team-derived
+    /// one through the first of `teams` (its teams, from the meta group) subscribed to the topic.
+    TopicAckAs {
+        ws: String,
+        topic: String,
+        agent: String,
+        teams: Vec<String>,
+        seq: u64,
+    },
+    // webhooks
+    /// A change to a workspace's webhooks or deliveries (on its audit shard).
+    Webhook(webhook::WebhookCommand),
+    // audit
+    /// Append entries to a workspace's audit log, then trim it to `retention`.
+    AuditAppend {
+        ws: String,
+        entries: Vec<audit::NewAuditEntry>,
+        retention: audit::AuditRetention,
+    },
 }
 
 /// The entity a command or query addresses, which decides its shard.
@@ -214,6 +250,14 @@ impl ShardCommand {
             ShardCommand::RecordViolation(v) => (&v.ws, "violations", ""),
             // a2a
             ShardCommand::AgentRegisterCard(c) => (&c.ws, "agent", &c.name),
+            // topic teams
+            ShardCommand::TopicTeamSubscribe { ws, topic, .. }
+            | ShardCommand::TopicTeamUnsubscribe { ws, topic, .. }
+            | ShardCommand::TopicAckAs { ws, topic, .. } => (ws, "topic", topic),
+            // webhooks live with the audit log, which enqueues their deliveries
+            ShardCommand::Webhook(c) => (c.ws(), "audit", ""),
+            // audit
+            ShardCommand::AuditAppend { ws, .. } => (ws, "audit", ""),
         }
     }
 }
@@ -280,6 +324,18 @@ pub enum ShardResponse {
     // teams
     /// A violation as recorded (boxed: it is much larger than most answers).
     Violation(Box<violation::Violation>),
+    // topic teams
+    /// A team subscription, and whether this command created it.
+    TopicTeamSubscribed {
+        sub: topic_team::TeamSubscription,
+        created: bool,
+    },
+    // webhooks
+    /// The result of a webhook command (boxed: it is much larger than most answers).
+    Webhook(Box<webhook::WebhookResponse>),
+    // audit
+    /// Audit entries appended: numbers `first_seq..first_seq + count`.
+    AuditAppended { first_seq: u64, count: u64 },
 }
 
 /// A read against one shard.
@@ -382,6 +438,37 @@ pub enum ShardQuery {
     // a2a
     /// An agent and its A2A card.
     AgentCard { ws: String, name: String },
+    // topic teams
+    /// `agent`'s reading position on a topic: direct, else through the first of `teams`.
+    TopicCursorGet {
+        ws: String,
+        topic: String,
+        agent: String,
+        teams: Vec<String>,
+    },
+    /// `agent`'s subscriptions on this shard, direct and through `teams`, to topics named after
+    /// `after`, in name order.
+    TopicSubscriptionListAs {
+        ws: String,
+        agent: String,
+        teams: Vec<String>,
+        after: Option<String>,
+        limit: usize,
+    },
+    // webhooks
+    /// Webhooks and deliveries.
+    Webhook(webhook::WebhookQuery),
+    // usage
+    /// The workspace's usage on this shard, measured from its rows.
+    Usage { ws: String },
+    // audit
+    /// Up to `limit` audit entries numbered below `before` that match `filter`, newest first.
+    AuditList {
+        ws: String,
+        before: Option<u64>,
+        filter: audit::AuditFilter,
+        limit: usize,
+    },
 }
 
 /// The result of a [`ShardQuery`].
@@ -441,6 +528,18 @@ pub enum ShardReadResult {
         agent: Box<Agent>,
         card: Option<agent_card::StoredCard>,
     },
+    // topic teams
+    /// A page of an agent's subscriptions, direct and team-derived.
+    TopicSubscriptionsAs(Vec<topic_team::SubscriptionView>),
+    // webhooks
+    /// Webhooks or deliveries found.
+    Webhook(webhook::WebhookResult),
+    // usage
+    /// A workspace's usage on one shard.
+    Usage(usage::Usage),
+    // audit
+    /// A page of the audit log, newest first.
+    AuditPage(audit::AuditPage),
 }
 
 /// Key layout inside a shard's range. Workspace and names never contain `\0` (validated at the
@@ -624,6 +723,35 @@ pub fn apply<R: KvRead + ?Sized>(
             let base = txn.base();
             agent_card::register(txn, base, shard, c, at_ms)?
         }
+        // topic teams
+        ShardCommand::TopicTeamSubscribe { ws, topic, team } => {
+            topic_team::subscribe(txn, ws, topic, team, at_ms)?
+                .map_or_else(ShardResponse::Refused, |(sub, created)| {
+                    ShardResponse::TopicTeamSubscribed { sub, created }
+                })
+        }
+        ShardCommand::TopicTeamUnsubscribe { ws, topic, team } => {
+            topic_team::unsubscribe(txn, ws, topic, team)?
+                .map_or_else(ShardResponse::Refused, |()| {
+                    ShardResponse::Deleted(team.clone())
+                })
+        }
+        ShardCommand::TopicAckAs {
+            ws,
+            topic,
+            agent,
+            teams,
+            seq,
+        } => topic_team::ack(txn, ws, topic, agent, teams, *seq)?
+            .map_or_else(ShardResponse::Refused, ShardResponse::TopicAcked),
+        // webhooks
+        ShardCommand::Webhook(c) => webhook::apply(txn, c, at_ms)?,
+        // audit
+        ShardCommand::AuditAppend {
+            ws,
+            entries,
+            retention,
+        } => audit::append(txn, ws, entries, *retention, at_ms)?,
     })
 }
 
@@ -712,6 +840,33 @@ pub fn query<R: KvRead>(kv: &R, q: &ShardQuery) -> Result<ShardReadResult, CoreE
         } => violation::list(kv, ws, *before, agent.as_deref(), *limit),
         // a2a
         ShardQuery::AgentCard { ws, name } => agent_card::query(kv, ws, name),
+        // topic teams
+        ShardQuery::TopicCursorGet {
+            ws,
+            topic,
+            agent,
+            teams,
+        } => topic_team::read::cursor(kv, ws, topic, agent, teams)
+            .map(ShardReadResult::TopicSubscription),
+        ShardQuery::TopicSubscriptionListAs {
+            ws,
+            agent,
+            teams,
+            after,
+            limit,
+        } => topic_team::read::subscriptions(kv, ws, agent, teams, after.as_deref(), *limit)
+            .map(ShardReadResult::TopicSubscriptionsAs),
+        // webhooks
+        ShardQuery::Webhook(q) => webhook::query(kv, q),
+        // usage
+        ShardQuery::Usage { ws } => usage::measure(kv, ws).map(ShardReadResult::Usage),
+        // audit
+        ShardQuery::AuditList {
+            ws,
+            before,
+            filter,
+            limit,
+        } => audit::list(kv, ws, *before, filter, *limit),
     }
 }
 

@@ -19,9 +19,8 @@
 //! - `p\0<generation be>` → [`Purge`]: a deleted topic whose rows remain to be removed
 //! - `n\0topic_gen` (counter of generations), `n\0topic_compact` (retention scan position)
 //!
-//! Team subscriptions (a later addition) fit beside these: a `T\0<ws>\0<topic>\0<generation
-//! be>\0<team>` row per team, whose agents get their own `s` row (cursor) lazily on first ack,
-//! and a `via` on [`Subscription`].
+//! Team subscriptions live beside these, in [`super::topic_team`] (letters `T`, `U`, `u`); a
+//! purge removes their rows too.
 //!
 //! [`ShardCommand::TopicCompact`]: super::ShardCommand::TopicCompact
 
@@ -366,9 +365,13 @@ pub(super) fn compact<R: KvRead + ?Sized>(
     for (pk, pv) in txn.scan(keys::PURGE_PREFIX, None, left)? {
         let purge: Purge = decode_io(&pv)?;
         let mut done = true;
+        let [team_subs, member_cursors] =
+            super::topic_team::purge_prefixes(&purge.ws, &purge.topic, purge.generation);
         for prefix in [
             keys::message_prefix(&purge.ws, &purge.topic, purge.generation),
             keys::sub_prefix(&purge.ws, &purge.topic, purge.generation),
+            team_subs,
+            member_cursors,
         ] {
             let rows = txn.scan(&prefix, None, left)?;
             if rows.len() == left {
@@ -382,6 +385,7 @@ pub(super) fn compact<R: KvRead + ?Sized>(
                         txn.delete(back);
                     }
                 }
+                super::topic_team::purge_row(txn, &purge.ws, &k, &v)?;
                 txn.delete(k);
                 deleted += 1;
                 left -= 1;
