@@ -15,6 +15,16 @@ if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$schemathesis_ver
   "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$schemathesis_version" "hypothesis==6.170.15"
 fi
 export CONCLAVE_SCHEMATHESIS="$venv/bin/schemathesis"
+# The realtime tests drive the WebSocket with `websockets`, a client nobody here wrote; it gets
+# its own virtualenv so its dependencies never clash with Schemathesis'. Pinned, installed once.
+ws_venv="${CONCLAVE_WS_VENV:-$HOME/.cache/conclave/venv-websockets}"
+websockets_version="17.4"
+if ! "$ws_venv/bin/python" -c "import websockets, sys; sys.exit(websockets.__version__ != '$websockets_version')" 2>/dev/null; then
+  echo "installing websockets $websockets_version into $ws_venv"
+  python3 -m venv "$ws_venv"
+  "$ws_venv/bin/pip" install -q --disable-pip-version-check "websockets==$websockets_version"
+fi
+export CONCLAVE_WS_PYTHON="$ws_venv/bin/python"
 # Builds are cached outside the checkout so repeated runs (and CI) stay fast.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/conclave/target}"
 cargo build -p conclave-node

@@ -81,16 +81,22 @@ impl FromRequestParts<AppState> for Caller {
             .ok()
             .and_then(|h| h.strip_prefix("Bearer "))
             .ok_or_else(|| ApiError::unauthorized("authorization must be `Bearer <api key>`"))?;
-        let hash = hash_secret(secret.trim());
-        let meta = state.groups().meta().read().expect("meta lock");
-        let key = meta
-            .key_by_hash(&hash)
-            .ok_or_else(|| ApiError::unauthorized("invalid or revoked api key"))?;
-        Ok(Caller {
-            key_id: key.id.clone(),
-            workspace: key.workspace.clone(),
-            scope: key.scope,
-            user: key.user.clone(),
-        })
+        caller_for_secret(state, secret)
     }
+}
+
+/// The caller an API key secret stands for, checked against this node's meta replica (so a
+/// revoked key is refused as soon as the revocation is applied here).
+pub fn caller_for_secret(state: &AppState, secret: &str) -> Result<Caller, ApiError> {
+    let hash = hash_secret(secret.trim());
+    let meta = state.groups().meta().read().expect("meta lock");
+    let key = meta
+        .key_by_hash(&hash)
+        .ok_or_else(|| ApiError::unauthorized("invalid or revoked api key"))?;
+    Ok(Caller {
+        key_id: key.id.clone(),
+        workspace: key.workspace.clone(),
+        scope: key.scope,
+        user: key.user.clone(),
+    })
 }

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod live;
 pub mod openapi;
 pub mod policy;
 pub mod routes;

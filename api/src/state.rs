@@ -21,6 +21,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Largest artifact content accepted, bytes.
     pub max_artifact_bytes: usize,
+    /// Limits and connection slots of live event connections (WebSocket, SSE).
+    pub streams: crate::live::Streams,
 }
 
 impl AppState {

@@ -165,6 +165,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         router: router.clone(),
         max_body_bytes: config.max_body_bytes,
         max_artifact_bytes: config.max_artifact_bytes,
+        streams: conclave_api::live::Streams::new(config.stream_settings()),
     };
     tracing::info!(node = node_id, listen = %api_addr, peer = %peer_addr, "serving");
     let api_listener = api_listener.tap_io(|tcp| {

@@ -17,6 +17,10 @@ mod workspaces;
 mod skills;
 mod teams;
 mod violations;
+// live events
+mod events;
+mod live;
+mod ws;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
@@ -65,6 +69,8 @@ fn documented(max_artifact_bytes: usize) -> OpenApiRouter<AppState> {
         .merge(teams::routes())
         .merge(skills::routes())
         .merge(violations::routes())
+        // live events
+        .merge(events::routes())
 }
 
 /// The OpenAPI document served at `/openapi.json`.
@@ -76,6 +82,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn app(state: AppState) -> Router {
     let (router, doc) = documented(state.max_artifact_bytes).split_for_parts();
     router
+        // The WebSocket is not a REST operation: its frame protocol is in docs/realtime.md.
+        .route("/ws", axum::routing::get(ws::upgrade))
         .merge(SwaggerUi::new("/docs").url("/openapi.json", crate::openapi::finish(doc)))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })

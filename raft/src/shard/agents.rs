@@ -535,6 +535,14 @@ fn not_found_agent(name: &str) -> CoreError {
 /// Agents scanned per step while filtering a list by status.
 const SCAN_CHUNK: usize = 256;
 
+/// The newest agent event sequence of this shard (shared by its workspaces; 0 before any).
+pub(super) fn event_head<R: KvRead + ?Sized>(kv: &R) -> std::io::Result<u64> {
+    kv.get(keys::EVENT_COUNTER)?
+        .map(|b| decode_io::<u64>(&b))
+        .transpose()
+        .map(Option::unwrap_or_default)
+}
+
 /// Runs an agent or message query (the caller dispatches only those here).
 pub(super) fn query<R: KvRead + ?Sized>(
     kv: &R,

@@ -25,6 +25,11 @@ use crate::types::GroupId;
 pub mod tasks;
 pub use tasks::{Task, TaskMode, TaskNote, TaskPage, TaskPatch, TaskStatus};
 mod topic;
+// live event streams
+pub mod stream;
+pub mod task_events;
+pub use stream::{StreamItem, StreamKey};
+pub use task_events::{TaskEvent, TaskEventKind};
 pub mod violation;
 
 pub use topic::{Compaction, SubscribeFrom, Subscription, Topic, TopicMessage};
@@ -373,6 +378,9 @@ pub enum ShardQuery {
         agent: Option<String>,
         limit: usize,
     },
+    // live event streams
+    /// The newest sequence of a stream of this shard.
+    StreamHead(StreamKey),
 }
 
 /// The result of a [`ShardQuery`].
@@ -426,6 +434,9 @@ pub enum ShardReadResult {
     // teams
     /// A page of policy violations, newest first.
     Violations(Vec<violation::Violation>),
+    // live event streams
+    /// The newest sequence of a stream.
+    StreamHead(u64),
 }
 
 /// Key layout inside a shard's range. Workspace and names never contain `\0` (validated at the
@@ -690,6 +701,8 @@ pub fn query<R: KvRead>(kv: &R, q: &ShardQuery) -> Result<ShardReadResult, CoreE
             agent,
             limit,
         } => violation::list(kv, ws, *before, agent.as_deref(), *limit),
+        // live event streams
+        ShardQuery::StreamHead(key) => stream::head(kv, key).map(ShardReadResult::StreamHead),
     }
 }
 
