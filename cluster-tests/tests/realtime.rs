@@ -258,6 +258,8 @@ async fn a_slow_websocket_consumer_is_disconnected_with_4429() -> Result<()> {
     let cluster = Cluster::builder()
         .nodes(3)
         .env("CONCLAVE_STREAM_SEND_QUEUE", "8")
+        // The close frame waits this long for the client to read again.
+        .env("CONCLAVE_STREAM_IDLE_TIMEOUT_SECS", "600")
         .start()
         .await?;
     cluster.create_topic(0, TOPIC).await?;
@@ -275,14 +277,17 @@ async fn a_slow_websocket_consumer_is_disconnected_with_4429() -> Result<()> {
     ensure!(frame(&mut ws).await?["type"] == "ready");
     subscribe(&mut ws, &format!("topic:{TOPIC}"), json!({})).await?;
 
-    // Phase: far more than the socket buffers, the send queue and the writer hold together
-    // (at most a few MiB on loopback) is published while the client does not read.
-    const MESSAGES: usize = 60;
+    // Phase: far more than the socket buffers (small: the receiver's window is tiny), the
+    // send queue and the writer hold together is published while the client does not read.
+    const MESSAGES: usize = 40;
     let filler = "x".repeat(200 * 1024);
-    for n in 0..MESSAGES {
-        cluster
-            .publish(n % 3, TOPIC, json!({ "n": n, "filler": filler }))
-            .await?;
+    for batch in (0..MESSAGES).collect::<Vec<_>>().chunks(4) {
+        let publishes = batch.iter().map(|&n| {
+            cluster.publish(n % 3, TOPIC, json!({ "n": n, "filler": filler }))
+        });
+        for p in futures::future::join_all(publishes).await {
+            p?;
+        }
     }
 
     // Phase: reading again, the client finds the stream cut short by close code 4429.

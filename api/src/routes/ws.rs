@@ -27,9 +27,6 @@ use crate::auth::{caller_for_secret, hash_secret, Caller};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// How long the writer keeps trying to deliver a close frame to a client that does not read.
-const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// A frame from the client.
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -89,7 +86,7 @@ async fn serve(state: AppState, socket: WebSocket, _slot: OwnedSemaphorePermit) 
     };
     let (out, inbox) = live::outbox(settings.send_queue);
     let mut closing = inbox.close.clone();
-    let writer = tokio::spawn(write(sink, inbox));
+    let writer = tokio::spawn(write(sink, inbox, settings.idle_timeout));
     out.push(Outbound::Frame(json!({
         "type": "ready",
         "workspace": caller.workspace,
@@ -168,8 +165,13 @@ async fn authenticate(
     }
 }
 
-/// Sends queued frames until the connection closes; then the close frame it owes, if any.
-async fn write(mut sink: SplitSink<WebSocket, Message>, mut inbox: live::Inbox) {
+/// Sends queued frames until the connection closes; then the close frame it owes, if any,
+/// trying for at most `close_wait` (a client that does not read gets it once it reads again).
+async fn write(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut inbox: live::Inbox,
+    close_wait: Duration,
+) {
     loop {
         let next = tokio::select! {
             biased;
@@ -210,7 +212,7 @@ async fn write(mut sink: SplitSink<WebSocket, Message>, mut inbox: live::Inbox) 
                 reason: Utf8Bytes::from(reason),
             };
             let _ = tokio::time::timeout(
-                CLOSE_WRITE_TIMEOUT,
+                close_wait,
                 sink.send(Message::Close(Some(frame))),
             )
             .await;
