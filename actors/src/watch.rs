@@ -102,7 +102,12 @@ pub fn serve_local(
         drop(applied);
         let mut next = from.max(1);
         loop {
-            let page = match stream::read(&GroupKv::new(groups.db(), shard), &key, next - 1, WATCH_PAGE) {
+            let page = match stream::read(
+                &GroupKv::new(groups.db(), shard),
+                &key,
+                next - 1,
+                WATCH_PAGE,
+            ) {
                 Ok(page) => page,
                 Err(e) => {
                     let _ = tx.send(Err(e)).await;
@@ -173,7 +178,9 @@ pub fn follow(
             attempt += 1;
             let outcome = match target {
                 Some(node) => attach(&router, node, shard, &key, &mut next, &tx).await,
-                None => Err(CoreError::unavailable(format!("no replica of shard {shard} known"))),
+                None => Err(CoreError::unavailable(format!(
+                    "no replica of shard {shard} known"
+                ))),
             };
             match outcome {
                 Ok(Attached::ConsumerGone) => return,
@@ -256,7 +263,13 @@ async fn attach(
 ) -> Result<Attached, CoreError> {
     let start = *next;
     if node == router.groups().node_id() {
-        let mut rx = serve_local(router.groups().clone(), shard, key.clone(), start, WATCH_PAGE)?;
+        let mut rx = serve_local(
+            router.groups().clone(),
+            shard,
+            key.clone(),
+            start,
+            WATCH_PAGE,
+        )?;
         loop {
             let item = tokio::select! {
                 item = rx.recv() => item,

@@ -78,7 +78,9 @@ async fn frame(ws: &mut Ws) -> Result<Value> {
             .context("the connection ended")?
             .context("the connection failed")?;
         match msg {
-            Message::Text(t) => return serde_json::from_str(t.as_str()).context("frame is not json"),
+            Message::Text(t) => {
+                return serde_json::from_str(t.as_str()).context("frame is not json")
+            }
             Message::Ping(_) | Message::Pong(_) => continue,
             other => bail!("unexpected message {other:?}"),
         }
@@ -137,7 +139,10 @@ async fn python_websocket_client_sees_every_message_across_a_leader_kill() -> Re
         .context("leader is not a sandbox node")?;
     let others: Vec<usize> = (0..cluster.len()).filter(|&i| i != leader).collect();
     let holder = others[0];
-    info!(leader_id, holder, "the python client holds its websocket on a non-leader");
+    info!(
+        leader_id,
+        holder, "the python client holds its websocket on a non-leader"
+    );
 
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/ws_no_gap.py");
     let mut child = tokio::process::Command::new(&python)
@@ -164,14 +169,19 @@ async fn python_websocket_client_sees_every_message_across_a_leader_kill() -> Re
     let mut acknowledged: Vec<(u64, u64)> = Vec::new();
     for n in 21..=120u64 {
         if n == 50 {
-            info!(leader_id, "killing the topic shard's leader during the publish stream");
+            info!(
+                leader_id,
+                "killing the topic shard's leader during the publish stream"
+            );
             cluster.kill(leader)?;
         }
         let via = others[(n as usize) % others.len()];
         let api = cluster.api(via);
-        let p = retry_transient(TIMEOUT, async || api.publish(TOPIC, json!({ "n": n })).await)
-            .await
-            .with_context(|| format!("publishing {n}"))?;
+        let p = retry_transient(TIMEOUT, async || {
+            api.publish(TOPIC, json!({ "n": n })).await
+        })
+        .await
+        .with_context(|| format!("publishing {n}"))?;
         acknowledged.push((n, p.seq));
     }
     let api = cluster.api(others[1]);
@@ -198,10 +208,17 @@ async fn python_websocket_client_sees_every_message_across_a_leader_kill() -> Re
     let received = done["received"].as_array().context("no received list")?;
     let seqs: Vec<u64> = received.iter().filter_map(|r| r["seq"].as_u64()).collect();
     let expected: Vec<u64> = (5..=last.seq).collect();
-    ensure!(seqs == expected, "received seqs {seqs:?}, expected 5..={}", last.seq);
+    ensure!(
+        seqs == expected,
+        "received seqs {seqs:?}, expected 5..={}",
+        last.seq
+    );
     for (n, seq) in &acknowledged {
         let body = &received[(*seq - 5) as usize]["body"];
-        ensure!(*body == json!({ "n": n }), "seq {seq}: acknowledged n={n}, received {body}");
+        ensure!(
+            *body == json!({ "n": n }),
+            "seq {seq}: acknowledged n={n}, received {body}"
+        );
     }
     info!(
         received = seqs.len(),
@@ -224,11 +241,18 @@ async fn websocket_refuses_missing_or_wrong_auth_with_a_close_code() -> Result<(
     let (mut ws, _) = tokio_tungstenite::connect_async(ws_url(&cluster, 1)).await?;
     send(&mut ws, json!({ "type": "auth", "token": "ck_not_a_key" })).await?;
     let (code, reason, frames) = close_code(&mut ws).await?;
-    ensure!(code == 4401 && frames == 0, "wrong key: {code} {reason:?} after {frames} frames");
+    ensure!(
+        code == 4401 && frames == 0,
+        "wrong key: {code} {reason:?} after {frames} frames"
+    );
 
     // Phase: a first frame that is not auth closes with 4400, before anything is served.
     let (mut ws, _) = tokio_tungstenite::connect_async(ws_url(&cluster, 2)).await?;
-    send(&mut ws, json!({ "type": "subscribe", "stream": "presence" })).await?;
+    send(
+        &mut ws,
+        json!({ "type": "subscribe", "stream": "presence" }),
+    )
+    .await?;
     let (code, reason, frames) = close_code(&mut ws).await?;
     ensure!(code == 4400 && frames == 0, "no auth: {code} {reason:?}");
 
@@ -270,10 +294,15 @@ async fn a_slow_websocket_consumer_is_disconnected_with_4429() -> Result<()> {
     let tcp = socket
         .connect(cluster.node(1).listen_addr().parse()?)
         .await?;
-    let (mut ws, _) = tokio_tungstenite::client_async(ws_url(&cluster, 1), MaybeTlsStream::Plain(tcp))
-        .await
-        .context("websocket handshake")?;
-    send(&mut ws, json!({ "type": "auth", "token": cluster.api_key() })).await?;
+    let (mut ws, _) =
+        tokio_tungstenite::client_async(ws_url(&cluster, 1), MaybeTlsStream::Plain(tcp))
+            .await
+            .context("websocket handshake")?;
+    send(
+        &mut ws,
+        json!({ "type": "auth", "token": cluster.api_key() }),
+    )
+    .await?;
     ensure!(frame(&mut ws).await?["type"] == "ready");
     subscribe(&mut ws, &format!("topic:{TOPIC}"), json!({})).await?;
 
@@ -282,9 +311,9 @@ async fn a_slow_websocket_consumer_is_disconnected_with_4429() -> Result<()> {
     const MESSAGES: usize = 40;
     let filler = "x".repeat(200 * 1024);
     for batch in (0..MESSAGES).collect::<Vec<_>>().chunks(4) {
-        let publishes = batch.iter().map(|&n| {
-            cluster.publish(n % 3, TOPIC, json!({ "n": n, "filler": filler }))
-        });
+        let publishes = batch
+            .iter()
+            .map(|&n| cluster.publish(n % 3, TOPIC, json!({ "n": n, "filler": filler })));
         for p in futures::future::join_all(publishes).await {
             p?;
         }
@@ -293,7 +322,10 @@ async fn a_slow_websocket_consumer_is_disconnected_with_4429() -> Result<()> {
     // Phase: reading again, the client finds the stream cut short by close code 4429.
     let (code, reason, frames) = close_code(&mut ws).await?;
     ensure!(code == 4429, "expected 4429, got {code} {reason:?}");
-    ensure!(frames < MESSAGES, "all {frames} events arrived: nothing was dropped");
+    ensure!(
+        frames < MESSAGES,
+        "all {frames} events arrived: nothing was dropped"
+    );
     info!(frames, %reason, "slow consumer disconnected");
 
     // The node still serves other clients.
@@ -342,16 +374,26 @@ async fn websocket_streams_resume_ack_durable_cursors_and_enforce_limits() -> Re
             "event {n}: {e}"
         );
     }
-    send(&mut ws, json!({ "type": "ack", "stream": stream, "seq": 2 })).await?;
+    send(
+        &mut ws,
+        json!({ "type": "ack", "stream": stream, "seq": 2 }),
+    )
+    .await?;
     let acked = frame(&mut ws).await?;
-    ensure!(acked["type"] == "acked" && acked["cursor"] == json!(2), "{acked}");
+    ensure!(
+        acked["type"] == "acked" && acked["cursor"] == json!(2),
+        "{acked}"
+    );
     let subs = expect(
         api.request(Method::GET, &["v1", "topics", "subscriptions"])
             .query(&[("agent", "worker")]),
         200,
     )
     .await?;
-    ensure!(subs["items"][0]["cursor"] == json!(2), "durable cursor: {subs}");
+    ensure!(
+        subs["items"][0]["cursor"] == json!(2),
+        "durable cursor: {subs}"
+    );
 
     // Phase: a live item arrives on the open subscription; a new connection with the same
     // agent resumes after the acked cursor (seq 3 first).
@@ -373,7 +415,9 @@ async fn websocket_streams_resume_ack_durable_cursors_and_enforce_limits() -> Re
     .await?;
     let e = frame(&mut ws).await?;
     ensure!(
-        e["stream"] == "inbox:worker" && e["seq"] == json!(1) && e["data"]["body"]["hello"] == json!(1),
+        e["stream"] == "inbox:worker"
+            && e["seq"] == json!(1)
+            && e["data"]["body"]["hello"] == json!(1),
         "{e}"
     );
     subscribe(&mut ws, "tasks", json!({})).await?;
@@ -384,23 +428,44 @@ async fn websocket_streams_resume_ack_durable_cursors_and_enforce_limits() -> Re
             && e["kind"] == "task"
             && e["data"]["task_id"] == json!(task.id.0)
             && e["data"]["kind"] == "created"
-            && e["cursor"].as_str().is_some_and(|c| c.split('.').count() == cluster.shard_count() as usize),
+            && e["cursor"]
+                .as_str()
+                .is_some_and(|c| c.split('.').count() == cluster.shard_count() as usize),
         "{e}"
     );
 
     // Phase: limits and errors answer with error frames and keep the connection.
-    send(&mut ws, json!({ "type": "subscribe", "stream": "presence" })).await?;
+    send(
+        &mut ws,
+        json!({ "type": "subscribe", "stream": "presence" }),
+    )
+    .await?;
     let e = frame(&mut ws).await?;
-    ensure!(e["type"] == "error" && e["code"] == "too_many_subscriptions", "{e}");
+    ensure!(
+        e["type"] == "error" && e["code"] == "too_many_subscriptions",
+        "{e}"
+    );
     send(&mut ws, json!({ "type": "unsubscribe", "stream": "tasks" })).await?;
     ensure!(frame(&mut ws).await?["type"] == "unsubscribed");
-    send(&mut ws, json!({ "type": "subscribe", "stream": "topic:missing" })).await?;
+    send(
+        &mut ws,
+        json!({ "type": "subscribe", "stream": "topic:missing" }),
+    )
+    .await?;
     let e = frame(&mut ws).await?;
     ensure!(e["type"] == "error" && e["code"] == "not_found", "{e}");
-    send(&mut ws, json!({ "type": "subscribe", "stream": "nonsense:x" })).await?;
+    send(
+        &mut ws,
+        json!({ "type": "subscribe", "stream": "nonsense:x" }),
+    )
+    .await?;
     let e = frame(&mut ws).await?;
     ensure!(e["type"] == "error" && e["code"] == "bad_request", "{e}");
-    send(&mut ws, json!({ "type": "ack", "stream": "inbox:worker", "seq": 1 })).await?;
+    send(
+        &mut ws,
+        json!({ "type": "ack", "stream": "inbox:worker", "seq": 1 }),
+    )
+    .await?;
     let e = frame(&mut ws).await?;
     ensure!(e["type"] == "error" && e["code"] == "bad_request", "{e}");
     ws.send(Message::text("{not json")).await?;
@@ -426,7 +491,12 @@ struct SseReader {
 }
 
 impl SseReader {
-    async fn open(cluster: &Cluster, index: usize, path: &[&str], last_id: Option<&str>) -> Result<Self> {
+    async fn open(
+        cluster: &Cluster,
+        index: usize,
+        path: &[&str],
+        last_id: Option<&str>,
+    ) -> Result<Self> {
         let mut req = cluster.api(index).request(Method::GET, path);
         if let Some(id) = last_id {
             req = req.header("Last-Event-ID", id);
@@ -505,9 +575,10 @@ async fn sse_streams_resume_from_last_event_id() -> Result<()> {
     let token = claimed_task.fencing_token;
     for status in ["in_progress", "done"] {
         expect(
-            api.request(Method::PATCH, &["v1", "tasks", &id]).json(&json!({
-                "status": status, "agent": "worker", "fencing_token": token
-            })),
+            api.request(Method::PATCH, &["v1", "tasks", &id])
+                .json(&json!({
+                    "status": status, "agent": "worker", "fencing_token": token
+                })),
             200,
         )
         .await?;
@@ -524,7 +595,10 @@ async fn sse_streams_resume_from_last_event_id() -> Result<()> {
     let mut sse = SseReader::open(&cluster, 0, &["v1", "events"], None).await?;
     let first = cluster.create_task(1, "first").await?;
     let e = sse.next().await?;
-    ensure!(e.event == "task" && e.data["data"]["task_id"] == json!(first.id.0), "{e:?}");
+    ensure!(
+        e.event == "task" && e.data["data"]["task_id"] == json!(first.id.0),
+        "{e:?}"
+    );
     let cursor = e.id.clone();
     drop(sse);
     let second = cluster.create_task(2, "second").await?;
@@ -541,11 +615,13 @@ async fn sse_streams_resume_from_last_event_id() -> Result<()> {
         seen.push((e.event.clone(), e.data["data"].clone()));
     }
     ensure!(
-        seen.iter().any(|(k, d)| k == "task" && d["task_id"] == json!(second.id.0)),
+        seen.iter()
+            .any(|(k, d)| k == "task" && d["task_id"] == json!(second.id.0)),
         "second task missing from {seen:?}"
     );
     ensure!(
-        seen.iter().any(|(k, d)| k == "presence" && d["agent"] == "newcomer" && d["kind"] == "registered"),
+        seen.iter()
+            .any(|(k, d)| k == "presence" && d["agent"] == "newcomer" && d["kind"] == "registered"),
         "registration missing from {seen:?}"
     );
     ensure!(

@@ -202,10 +202,22 @@ impl Config {
             bail!("max_artifact_bytes must be 1 to 16777216");
         }
         for (name, v, max) in [
-            ("stream_max_connections", self.stream_max_connections, 1_000_000),
-            ("stream_max_subscriptions", self.stream_max_subscriptions, 10_000),
+            (
+                "stream_max_connections",
+                self.stream_max_connections,
+                1_000_000,
+            ),
+            (
+                "stream_max_subscriptions",
+                self.stream_max_subscriptions,
+                10_000,
+            ),
             ("stream_send_queue", self.stream_send_queue, 1_000_000),
-            ("stream_max_frame_bytes", self.stream_max_frame_bytes, 16 << 20),
+            (
+                "stream_max_frame_bytes",
+                self.stream_max_frame_bytes,
+                16 << 20,
+            ),
         ] {
             if !(1..=max).contains(&v) {
                 bail!("{name} must be 1 to {max}");

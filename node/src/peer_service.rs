@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use conclave_actors::controller::{run_shard_action, ShardAction};
 use conclave_actors::status::local_status;
+use conclave_actors::watch;
 use conclave_actors::{ClientRequest, ForwardResult, Router};
 use conclave_proto::peer::peer_server::Peer;
 use conclave_proto::peer::*;
@@ -13,7 +14,6 @@ use conclave_raft::codec::{decode, encode};
 use conclave_raft::error::CoreError;
 use conclave_raft::meta::NodeState;
 use conclave_raft::network::SECRET_HEADER;
-use conclave_actors::watch;
 use conclave_raft::{Groups, MetaCommand, MetaResponse, NodeInfo};
 use futures::{Stream, StreamExt};
 use subtle::ConstantTimeEq;

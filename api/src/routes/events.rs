@@ -85,7 +85,11 @@ async fn task_events(
     let start = match last_event_id(&headers)? {
         Some(id) => match StartAt::resume(&id)? {
             StartAt::After(after) if after.len() == 1 => StartAt::Seq(after[0].saturating_add(1)),
-            _ => return Err(ApiError::bad_request("Last-Event-ID of a task stream is a sequence")),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "Last-Event-ID of a task stream is a sequence",
+                ))
+            }
         },
         None => StartAt::Earliest,
     };

@@ -20,8 +20,8 @@ use conclave_actors::{ClientRequest, ClientResponse};
 use conclave_raft::meta::topic_acl::TopicPermission;
 use conclave_raft::meta::Scope;
 use conclave_raft::shard::{
-    shard_of_task_id, AgentEvent, AgentEventKind, StreamItem, StreamKey, TaskEvent,
-    TaskEventKind, TaskNote, TaskStatus,
+    shard_of_task_id, AgentEvent, AgentEventKind, StreamItem, StreamKey, TaskEvent, TaskEventKind,
+    TaskNote, TaskStatus,
 };
 use conclave_raft::{GroupId, ShardCommand, ShardQuery, ShardReadResult, ShardResponse};
 use serde::Serialize;
@@ -137,7 +137,9 @@ fn sources(
         if count == 0 {
             return Err(ApiError::unavailable("the cluster is not bootstrapped yet"));
         }
-        Ok((1..=count).map(|shard| Source { shard, key: key() }).collect())
+        Ok((1..=count)
+            .map(|shard| Source { shard, key: key() })
+            .collect())
     };
     let (kind, rest) = name.split_once(':').unwrap_or((name, ""));
     if agent.is_some() && kind != "topic" {
@@ -337,10 +339,9 @@ impl Close {
     /// WebSocket close code and reason; `None` when no close frame is owed.
     pub fn frame(&self) -> Option<(u16, String)> {
         match self {
-            Close::SlowConsumer => Some((
-                4429,
-                "slow consumer: the send queue is full".to_string(),
-            )),
+            Close::SlowConsumer => {
+                Some((4429, "slow consumer: the send queue is full".to_string()))
+            }
             Close::Unauthorized(m) => Some((4401, m.clone())),
             Close::Idle => Some((4408, "idle timeout: nothing received".to_string())),
             Close::ClientGone => None,
@@ -610,10 +611,16 @@ impl From<AgentEvent> for AgentEventView {
 fn render(item: StreamItem) -> (&'static str, Value) {
     let value = |r: Result<Value, serde_json::Error>| r.unwrap_or(Value::Null);
     match item {
-        StreamItem::Topic(m) => ("message", value(serde_json::to_value(TopicMessageView::from(m)))),
+        StreamItem::Topic(m) => (
+            "message",
+            value(serde_json::to_value(TopicMessageView::from(m))),
+        ),
         StreamItem::Inbox(i) => ("inbox", value(serde_json::to_value(InboxMessage::from(i)))),
         StreamItem::Task(e) => ("task", value(serde_json::to_value(TaskEventView::from(e)))),
-        StreamItem::Agent(e) => ("presence", value(serde_json::to_value(AgentEventView::from(e)))),
+        StreamItem::Agent(e) => (
+            "presence",
+            value(serde_json::to_value(AgentEventView::from(e))),
+        ),
     }
 }
 
@@ -628,7 +635,10 @@ mod tests {
             StartAt::from_json(Some(&json!("earliest"))).unwrap(),
             StartAt::Earliest
         );
-        assert_eq!(StartAt::from_json(Some(&json!(7))).unwrap(), StartAt::Seq(7));
+        assert_eq!(
+            StartAt::from_json(Some(&json!(7))).unwrap(),
+            StartAt::Seq(7)
+        );
         assert_eq!(
             StartAt::from_json(Some(&json!("3.0.12"))).unwrap(),
             StartAt::After(vec![3, 0, 12])

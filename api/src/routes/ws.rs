@@ -211,11 +211,7 @@ async fn write(
                 code,
                 reason: Utf8Bytes::from(reason),
             };
-            let _ = tokio::time::timeout(
-                close_wait,
-                sink.send(Message::Close(Some(frame))),
-            )
-            .await;
+            let _ = tokio::time::timeout(close_wait, sink.send(Message::Close(Some(frame)))).await;
         }
         None => {
             let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
@@ -258,9 +254,11 @@ impl Connection<'_> {
             Err(e) => return self.error(None, "bad_request", &format!("malformed frame: {e}")),
         };
         match frame {
-            ClientFrame::Auth { .. } => {
-                self.error(None, "bad_request", "the connection is already authenticated")
-            }
+            ClientFrame::Auth { .. } => self.error(
+                None,
+                "bad_request",
+                "the connection is already authenticated",
+            ),
             ClientFrame::Ping { data } => {
                 self.out
                     .push(Outbound::Frame(json!({ "type": "pong", "data": data })));
@@ -305,7 +303,11 @@ impl Connection<'_> {
     async fn subscribe(&mut self, stream: String, from: Option<Value>, agent: Option<String>) {
         self.subs.retain(|_, s| !s.running.is_finished());
         if self.subs.contains_key(&stream) {
-            return self.error(Some(&stream), "conflict", "already subscribed to this stream");
+            return self.error(
+                Some(&stream),
+                "conflict",
+                "already subscribed to this stream",
+            );
         }
         let max = self.state.streams.settings.max_subscriptions;
         if self.subs.len() >= max {
@@ -322,12 +324,11 @@ impl Connection<'_> {
                 Err(e) => return self.api_error(Some(&stream), e),
             },
         };
-        let plan = match live::plan(self.state, &self.caller, &stream, agent.as_deref(), start)
-            .await
-        {
-            Ok(p) => p,
-            Err(e) => return self.api_error(Some(&stream), e),
-        };
+        let plan =
+            match live::plan(self.state, &self.caller, &stream, agent.as_deref(), start).await {
+                Ok(p) => p,
+                Err(e) => return self.api_error(Some(&stream), e),
+            };
         self.out.push(Outbound::Frame(json!({
             "type": "subscribed",
             "stream": stream,

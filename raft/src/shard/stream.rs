@@ -88,7 +88,9 @@ fn check_task<R: KvRead>(kv: &R, ws: &str, id: &str) -> Result<(), CoreError> {
     };
     match query(kv, &q)? {
         ShardReadResult::Task(_) => Ok(()),
-        other => Err(CoreError::internal(format!("unexpected task read {other:?}"))),
+        other => Err(CoreError::internal(format!(
+            "unexpected task read {other:?}"
+        ))),
     }
 }
 

@@ -16,8 +16,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::tasks::{Task, TaskNote, TaskStatus};
 use super::counter;
+use super::tasks::{Task, TaskNote, TaskStatus};
 use crate::codec::{decode_io, encode};
 use crate::error::CoreError;
 use crate::kv::{KvRead, Txn};
@@ -92,7 +92,10 @@ mod keys {
 }
 
 /// The event describing the change from `before` to `after`.
-fn describe(before: Option<&Task>, after: &Task) -> (TaskEventKind, Option<TaskStatus>, Option<TaskNote>) {
+fn describe(
+    before: Option<&Task>,
+    after: &Task,
+) -> (TaskEventKind, Option<TaskStatus>, Option<TaskNote>) {
     let Some(b) = before else {
         return (TaskEventKind::Created, None, None);
     };
@@ -297,7 +300,10 @@ mod tests {
         );
         assert_eq!(log[1].previous_status, Some(Open));
         assert_eq!(log[1].fencing_token, Some(1));
-        assert_eq!(log[3].note.as_ref().map(|n| n.text.as_str()), Some("half way"));
+        assert_eq!(
+            log[3].note.as_ref().map(|n| n.text.as_str()),
+            Some("half way")
+        );
         assert_eq!(stream::head(&s, &task).unwrap(), 5);
         assert_eq!(events(&s, &task, 3).first().map(|e| e.seq), Some(4));
 
@@ -313,7 +319,9 @@ mod tests {
             ws: "other".into(),
             id: "task_3_1".into(),
         };
-        assert!(matches!(stream::read(&s, &foreign, 0, 10), Err(e) if e.code == ErrorCode::NotFound));
+        assert!(
+            matches!(stream::read(&s, &foreign, 0, 10), Err(e) if e.code == ErrorCode::NotFound)
+        );
     }
 
     #[test]
@@ -337,7 +345,10 @@ mod tests {
         };
         let log = events(&s, &task, 0);
         assert_eq!(log.len() as u64, TASK_EVENTS_KEPT);
-        assert_eq!(log.first().map(|e| e.seq), Some(total - TASK_EVENTS_KEPT + 1));
+        assert_eq!(
+            log.first().map(|e| e.seq),
+            Some(total - TASK_EVENTS_KEPT + 1)
+        );
         assert_eq!(log.last().map(|e| e.seq), Some(total));
         assert_eq!(stream::head(&s, &task).unwrap(), total);
     }

@@ -12,7 +12,7 @@
 //! - `n\0task`, `n\0fence` → counters of task ids and fencing tokens (in `mod.rs`)
 //! - `K\0<ws>\0<n be>` → task id: the workspace's tasks in creation order
 //! - `L\0<expires_at be>\0<id>` → empty: leases by expiry, so the shard leader finds the due ones
-//! - `E\0…`, `e\0…` → the task event logs every [`save`] appends to (see [`super::task_events`])
+//! - `E\0…`, `e\0…` → the task event logs every stored change appends to (see [`super::task_events`])
 
 use serde::{Deserialize, Serialize};
 
