@@ -5,7 +5,8 @@
 //! waits on the shard's applied index and reads again: what it sends is always a prefix of the
 //! replicated stream, in order, with no gap. [`follow`] is what the node holding a client's
 //! WebSocket or SSE connection runs: it attaches to the shard's leader (locally, or over the
-//! peer `Watch` rpc), and when that source fails (the node died, lost the shard, or the
+//! peer `Watch` rpc; while no leader is known, to any replica, moving to the leader once one
+//! is known), and when that source fails (the node died, lost the shard, or the
 //! connection broke) it re-resolves the leader and attaches again from the last delivered
 //! sequence + 1, skipping anything at or below it. The client therefore sees every item once,
 //! in order, across any number of failovers. Only a deterministic answer (the stream's entity
@@ -32,6 +33,9 @@ use crate::router::Router;
 pub const WATCH_PAGE: usize = 256;
 /// How often a served stream checks that this node still hosts its shard while idle.
 const HOSTED_CHECK: Duration = Duration::from_secs(1);
+/// How often a followed stream checks that its source is still the shard's leader (it moves
+/// to the leader when not: live events follow the owning actor).
+const LEADER_CHECK: Duration = Duration::from_secs(1);
 /// Longest pause between two attempts to re-attach a followed stream.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -184,6 +188,12 @@ pub fn follow(
             };
             match outcome {
                 Ok(Attached::ConsumerGone) => return,
+                Ok(Attached::LeaderElsewhere) => {
+                    // Move to the shard's leader, from where this source left off.
+                    failed = None;
+                    backoff = Duration::from_millis(50);
+                    continue;
+                }
                 Ok(Attached::Delivered) => {
                     // The source delivered before it failed: try the leader again at once.
                     failed = target;
@@ -222,6 +232,8 @@ enum Attached {
     ConsumerGone,
     /// The source ended or failed after delivering at least one item.
     Delivered,
+    /// The source is a replica other than the shard's leader, now known elsewhere.
+    LeaderElsewhere,
 }
 
 /// The node to watch from: the shard's leader as this node knows it, unless that is the node
@@ -262,6 +274,9 @@ async fn attach(
     tx: &mpsc::Sender<Result<StreamItem, CoreError>>,
 ) -> Result<Attached, CoreError> {
     let start = *next;
+    let mut check = tokio::time::interval(LEADER_CHECK);
+    check.reset();
+    let leader_elsewhere = || router.leader_of(shard).is_some_and(|l| l != node);
     if node == router.groups().node_id() {
         let mut rx = serve_local(
             router.groups().clone(),
@@ -274,6 +289,11 @@ async fn attach(
             let item = tokio::select! {
                 item = rx.recv() => item,
                 _ = tx.closed() => return Ok(Attached::ConsumerGone),
+                _ = check.tick() => if leader_elsewhere() {
+                    return Ok(Attached::LeaderElsewhere)
+                } else {
+                    continue
+                },
             };
             match item {
                 Some(Ok(item)) => {
@@ -306,6 +326,11 @@ async fn attach(
         let event = tokio::select! {
             event = events.message() => event,
             _ = tx.closed() => return Ok(Attached::ConsumerGone),
+            _ = check.tick() => if leader_elsewhere() {
+                return Ok(Attached::LeaderElsewhere)
+            } else {
+                continue
+            },
         };
         match event {
             Ok(Some(WatchEvent { event, .. })) => {
