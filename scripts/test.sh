@@ -35,6 +35,16 @@ if ! "$a2a_venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.
   "$a2a_venv/bin/pip" install -q --disable-pip-version-check "a2a-sdk==$a2a_sdk_version" "httpx==0.28.1"
 fi
 export CONCLAVE_A2A_PYTHON="$a2a_venv/bin/python"
+# The realtime tests drive the WebSocket with `websockets`, a client nobody here wrote; it gets
+# its own virtualenv so its dependencies never clash with Schemathesis'. Pinned, installed once.
+ws_venv="${CONCLAVE_WS_VENV:-$HOME/.cache/conclave/venv-websockets}"
+websockets_version="17.4"
+if ! "$ws_venv/bin/python" -c "import websockets, sys; sys.exit(websockets.__version__ != '$websockets_version')" 2>/dev/null; then
+  echo "installing websockets $websockets_version into $ws_venv"
+  python3 -m venv "$ws_venv"
+  "$ws_venv/bin/pip" install -q --disable-pip-version-check "websockets==$websockets_version"
+fi
+export CONCLAVE_WS_PYTHON="$ws_venv/bin/python"
 # Builds are cached outside the checkout so repeated runs (and CI) stay fast.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/conclave/target}"
 cargo build -p conclave-node

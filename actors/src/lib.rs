@@ -16,6 +16,7 @@ pub mod reconciler;
 pub mod request;
 pub mod router;
 pub mod status;
+pub mod watch;
 
 pub use entity::shard_for;
 pub use forwarder::{ForwardError, Forwarder, GrpcForwarder};

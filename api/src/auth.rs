@@ -88,6 +88,12 @@ pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, Api
         .ok()
         .and_then(|h| h.strip_prefix("Bearer "))
         .ok_or_else(|| ApiError::unauthorized("authorization must be `Bearer <api key>`"))?;
+    caller_for_secret(state, secret)
+}
+
+/// The caller an API key secret stands for, checked against this node's meta replica (so a
+/// revoked key is refused as soon as the revocation is applied here).
+pub fn caller_for_secret(state: &AppState, secret: &str) -> Result<Caller, ApiError> {
     let hash = hash_secret(secret.trim());
     let meta = state.groups().meta().read().expect("meta lock");
     let key = meta

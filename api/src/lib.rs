@@ -5,6 +5,7 @@ pub mod a2a;
 pub mod audit;
 pub mod auth;
 pub mod error;
+pub mod live;
 pub mod mcp;
 pub mod openapi;
 pub mod policy;

@@ -25,6 +25,8 @@ pub struct AppState {
     pub cluster_secret: Arc<str>,
     /// The node's audit writer.
     pub audit: crate::audit::AuditLog,
+    /// Limits and connection slots of live event connections (WebSocket, SSE).
+    pub streams: crate::live::Streams,
 }
 
 impl AppState {

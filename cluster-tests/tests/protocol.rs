@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use conclave_cluster_tests::{Cluster, ShardKind};
 use conclave_proto::peer::peer_client::PeerClient;
-use conclave_proto::peer::{LocalStatusRequest, WatchEvent, WatchRequest};
+use conclave_proto::peer::{LocalStatusRequest, StreamKind, WatchEvent, WatchRequest};
 use conclave_raft::codec::decode;
 use conclave_raft::network::SECRET_HEADER;
 use conclave_raft::shard::TopicMessage;
@@ -101,8 +101,9 @@ async fn watch_streams_a_topic_from_a_sequence_then_follows_live() -> Result<()>
     let request = WatchRequest {
         shard: located.shard,
         workspace: cluster.workspace_id().to_string(),
-        topic: TOPIC.to_string(),
+        name: TOPIC.to_string(),
         from_seq: 3,
+        kind: StreamKind::Topic as i32,
     };
     let mut stream = client
         .watch(with_secret(request, cluster.cluster_secret())?)

@@ -55,6 +55,21 @@ pub struct Config {
     pub audit_retention_days: u64,
     /// At most this many of a workspace's newest audit entries are kept (1 000 to 100 000 000).
     pub audit_max_entries: u64,
+    // live events (WebSocket, SSE)
+    /// Live connections (WebSocket and SSE together) one node holds at once.
+    pub stream_max_connections: usize,
+    /// Subscriptions one WebSocket connection may hold at once.
+    pub stream_max_subscriptions: usize,
+    /// Frames queued for sending per live connection; a client further behind is disconnected.
+    pub stream_send_queue: usize,
+    /// How long a new WebSocket may take to send its auth frame, seconds.
+    pub stream_auth_timeout_secs: u64,
+    /// How often idle live connections are pinged (and their key re-checked), seconds.
+    pub stream_ping_interval_secs: u64,
+    /// A WebSocket silent this long (not even a pong) is closed, seconds.
+    pub stream_idle_timeout_secs: u64,
+    /// Largest frame a WebSocket client may send, bytes.
+    pub stream_max_frame_bytes: usize,
 }
 
 impl Default for Config {
@@ -80,6 +95,13 @@ impl Default for Config {
             compaction_interval_secs: 60,
             audit_retention_days: 90,
             audit_max_entries: 1_000_000,
+            stream_max_connections: 10_000,
+            stream_max_subscriptions: 64,
+            stream_send_queue: 1024,
+            stream_auth_timeout_secs: 10,
+            stream_ping_interval_secs: 20,
+            stream_idle_timeout_secs: 60,
+            stream_max_frame_bytes: 64 * 1024,
         }
     }
 }
@@ -127,9 +149,30 @@ const FIELDS: &[&str] = &[
     "compaction_interval_secs",
     "audit_retention_days",
     "audit_max_entries",
+    "stream_max_connections",
+    "stream_max_subscriptions",
+    "stream_send_queue",
+    "stream_auth_timeout_secs",
+    "stream_ping_interval_secs",
+    "stream_idle_timeout_secs",
+    "stream_max_frame_bytes",
 ];
 
 impl Config {
+    /// The limits of live event connections, as the API takes them.
+    pub fn stream_settings(&self) -> conclave_api::live::StreamSettings {
+        use std::time::Duration;
+        conclave_api::live::StreamSettings {
+            max_connections: self.stream_max_connections,
+            max_subscriptions: self.stream_max_subscriptions,
+            send_queue: self.stream_send_queue,
+            auth_timeout: Duration::from_secs(self.stream_auth_timeout_secs),
+            ping_interval: Duration::from_secs(self.stream_ping_interval_secs),
+            idle_timeout: Duration::from_secs(self.stream_idle_timeout_secs),
+            max_frame_bytes: self.stream_max_frame_bytes,
+        }
+    }
+
     /// Loads defaults, then `file` (if given), then `CONCLAVE_*` variables, then `flags`.
     pub fn load(file: Option<&PathBuf>, flags: Overrides) -> anyhow::Result<Self> {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
@@ -190,6 +233,38 @@ impl Config {
         }
         if !(1..=16 << 20).contains(&self.max_artifact_bytes) {
             bail!("max_artifact_bytes must be 1 to 16777216");
+        }
+        for (name, v, max) in [
+            (
+                "stream_max_connections",
+                self.stream_max_connections,
+                1_000_000,
+            ),
+            (
+                "stream_max_subscriptions",
+                self.stream_max_subscriptions,
+                10_000,
+            ),
+            ("stream_send_queue", self.stream_send_queue, 1_000_000),
+            (
+                "stream_max_frame_bytes",
+                self.stream_max_frame_bytes,
+                16 << 20,
+            ),
+        ] {
+            if !(1..=max).contains(&v) {
+                bail!("{name} must be 1 to {max}");
+            }
+        }
+        if !(1..=3600).contains(&self.stream_auth_timeout_secs)
+            || !(1..=3600).contains(&self.stream_ping_interval_secs)
+        {
+            bail!("stream_auth_timeout_secs and stream_ping_interval_secs must be 1 to 3600");
+        }
+        if self.stream_idle_timeout_secs <= self.stream_ping_interval_secs
+            || self.stream_idle_timeout_secs > 86_400
+        {
+            bail!("stream_idle_timeout_secs must exceed stream_ping_interval_secs, at most 86400");
         }
         if let Some(s) = &self.cluster_secret {
             if s.len() < 16 || !s.chars().all(|c| c.is_ascii_graphic()) {

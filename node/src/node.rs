@@ -175,6 +175,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 max_entries: config.audit_max_entries,
             },
         ),
+        streams: conclave_api::live::Streams::new(config.stream_settings()),
     };
     tracing::info!(node = node_id, listen = %api_addr, peer = %peer_addr, "serving");
     let api_listener = api_listener.tap_io(|tcp| {

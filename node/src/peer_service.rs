@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use conclave_actors::controller::{run_shard_action, ShardAction};
 use conclave_actors::status::local_status;
+use conclave_actors::watch;
 use conclave_actors::{ClientRequest, ForwardResult, Router};
 use conclave_proto::peer::peer_server::Peer;
 use conclave_proto::peer::*;
@@ -13,10 +14,8 @@ use conclave_raft::codec::{decode, encode};
 use conclave_raft::error::CoreError;
 use conclave_raft::meta::NodeState;
 use conclave_raft::network::{NODE_STARTING, SECRET_HEADER};
-use conclave_raft::shard::query;
-use conclave_raft::storage::GroupKv;
-use conclave_raft::{Groups, MetaCommand, MetaResponse, NodeInfo, ShardQuery, ShardReadResult};
-use futures::Stream;
+use conclave_raft::{Groups, MetaCommand, MetaResponse, NodeInfo};
+use futures::{Stream, StreamExt};
 use subtle::ConstantTimeEq;
 use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
@@ -139,51 +138,17 @@ impl Peer for PeerService {
     async fn watch(&self, req: Request<WatchRequest>) -> Result<Response<WatchStream>, Status> {
         let groups = self.ctx()?.groups.clone();
         let r = req.into_inner();
-        let applied = groups
-            .applied_watch(r.shard)
-            .ok_or_else(|| Status::not_found(format!("shard {} is not hosted here", r.shard)))?;
-        let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
-        tokio::spawn(async move {
-            let mut changes = applied.subscribe();
-            let mut next = r.from_seq.max(1);
-            loop {
-                let q = ShardQuery::TopicMessages {
-                    ws: r.workspace.clone(),
-                    topic: r.topic.clone(),
-                    since: next - 1,
-                    limit: WATCH_BUFFER,
-                };
-                let page = match query(&GroupKv::new(groups.db(), r.shard), &q) {
-                    Ok(ShardReadResult::TopicMessages { items, .. }) => items,
-                    Ok(_) => return,
-                    Err(e) => {
-                        let _ = tx.send(Err(Status::not_found(e.message))).await;
-                        return;
-                    }
-                };
-                let full = page.len() == WATCH_BUFFER;
-                for m in page {
-                    next = m.seq + 1;
-                    if tx
-                        .send(Ok(WatchEvent {
-                            seq: m.seq,
-                            event: encode(&m),
-                        }))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                if !full {
-                    tokio::select! {
-                        changed = changes.changed() => if changed.is_err() { return },
-                        _ = tx.closed() => return,
-                    }
-                }
-            }
+        let key = watch::from_request(&r).map_err(|e| watch::status_of(&e))?;
+        let items = watch::serve_local(groups, r.shard, key, r.from_seq, WATCH_BUFFER)
+            .map_err(|e| watch::status_of(&e))?;
+        let events = ReceiverStream::new(items).map(|item| match item {
+            Ok(item) => Ok(WatchEvent {
+                seq: item.seq(),
+                event: item.encode_payload(),
+            }),
+            Err(e) => Err(watch::status_of(&e)),
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(events)))
     }
 
     async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {

@@ -21,6 +21,10 @@ mod violations;
 mod activity;
 mod audit;
 mod webhooks;
+// live events
+mod events;
+mod live;
+mod ws;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
@@ -75,6 +79,8 @@ fn documented(max_artifact_bytes: usize) -> OpenApiRouter<AppState> {
         .merge(audit::routes())
         .merge(activity::routes())
         .merge(webhooks::routes())
+        // live events
+        .merge(events::routes())
 }
 
 /// The OpenAPI document served at `/openapi.json`.
@@ -91,6 +97,8 @@ pub fn app(state: AppState) -> Router {
         crate::audit::layer,
     ));
     let rest = router
+        // The WebSocket is not a REST operation: its frame protocol is in docs/realtime.md.
+        .route("/ws", axum::routing::get(ws::upgrade))
         .merge(SwaggerUi::new("/docs").url("/openapi.json", crate::openapi::finish(doc)))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })

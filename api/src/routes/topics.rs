@@ -507,7 +507,7 @@ fn access_mode(state: &AppState, ws: &str, topic: &str) -> TopicAccessMode {
 /// Refuses with 403 unless the caller may do `perm` on the topic: always on an open topic or
 /// with an admin key; on a restricted one, an ACL entry for the caller's key or the acting
 /// `agent` must grant it.
-fn check_access(
+pub(super) fn check_access(
     state: &AppState,
     caller: &Caller,
     topic: &str,

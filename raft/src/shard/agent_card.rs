@@ -7,7 +7,7 @@
 //! agent deletes its card (in the agents module).
 //!
 //! Key prefix (inside the shard's range; `\0` separates parts, names never contain it):
-//! - `A\0<ws>\0<name>` → [`StoredCard`]
+//! - `C\0<ws>\0<name>` → [`StoredCard`] (`A` is the audit log's)
 
 use serde::{Deserialize, Serialize};
 
@@ -45,7 +45,7 @@ pub struct StoredCard {
 
 /// The key of an agent's card.
 pub(super) fn key(ws: &str, name: &str) -> Vec<u8> {
-    [b"A\0", ws.as_bytes(), b"\0", name.as_bytes()].concat()
+    [b"C\0", ws.as_bytes(), b"\0", name.as_bytes()].concat()
 }
 
 /// Registers the agent as [`ShardCommand::AgentRegister`] does, then sets or removes its card in
@@ -163,7 +163,7 @@ mod tests {
         apply_to_map(&mut store, 1, &delete, 40);
         assert!(card_of(&store).is_err());
         assert!(
-            store.keys().all(|k| !k.starts_with(b"A\0")),
+            store.keys().all(|k| !k.starts_with(b"C\0")),
             "the card row is gone"
         );
     }

@@ -17,8 +17,8 @@
 //! - `I\0<ws>\0<agent>\0<msg id>` → inbox seq of that message (append de-duplication)
 //! - `M\0<msg id>`                → [`StoredMessage`] (message by id, for `reply_to`)
 //! - `x\0<ws>\0<key>`             → [`IdemRecord`] (idempotency keys of sends created here)
-//! - `e\0<ws>\0<seq be>`          → [`AgentEvent`] (registrations, presence changes, deletes;
-//!   not `p`, which topic purges own)
+//! - `g\0<ws>\0<seq be>`          → [`AgentEvent`] (registrations, presence changes, deletes;
+//!   not `p`, which topic purges own, nor `e`, the workspace task events')
 //! - counters `n\0msg` (message ids) and `n\0agentevt` (event seqs)
 
 use serde::{Deserialize, Serialize};
@@ -217,7 +217,7 @@ mod keys {
         [b"x\0", ws.as_bytes(), b"\0", key.as_bytes()].concat()
     }
     pub fn event_prefix(ws: &str) -> Vec<u8> {
-        [b"e\0", ws.as_bytes(), b"\0"].concat()
+        [b"g\0", ws.as_bytes(), b"\0"].concat()
     }
     pub fn event(ws: &str, seq: u64) -> Vec<u8> {
         [event_prefix(ws), seq.to_be_bytes().to_vec()].concat()
@@ -536,6 +536,14 @@ fn not_found_agent(name: &str) -> CoreError {
 
 /// Agents scanned per step while filtering a list by status.
 const SCAN_CHUNK: usize = 256;
+
+/// The newest agent event sequence of this shard (shared by its workspaces; 0 before any).
+pub(super) fn event_head<R: KvRead + ?Sized>(kv: &R) -> std::io::Result<u64> {
+    kv.get(keys::EVENT_COUNTER)?
+        .map(|b| decode_io::<u64>(&b))
+        .transpose()
+        .map(Option::unwrap_or_default)
+}
 
 /// Runs an agent or message query (the caller dispatches only those here).
 pub(super) fn query<R: KvRead + ?Sized>(

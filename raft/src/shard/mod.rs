@@ -29,6 +29,11 @@ pub use tasks::{Task, TaskMode, TaskNote, TaskPage, TaskPatch, TaskStatus};
 mod topic;
 pub mod topic_team;
 pub mod usage;
+// live event streams
+pub mod stream;
+pub mod task_events;
+pub use stream::{StreamItem, StreamKey};
+pub use task_events::{TaskEvent, TaskEventKind};
 pub mod violation;
 pub mod webhook;
 
@@ -469,6 +474,9 @@ pub enum ShardQuery {
         filter: audit::AuditFilter,
         limit: usize,
     },
+    // live event streams
+    /// The newest sequence of a stream of this shard.
+    StreamHead(StreamKey),
 }
 
 /// The result of a [`ShardQuery`].
@@ -540,6 +548,9 @@ pub enum ShardReadResult {
     // audit
     /// A page of the audit log, newest first.
     AuditPage(audit::AuditPage),
+    // live event streams
+    /// The newest sequence of a stream.
+    StreamHead(u64),
 }
 
 /// Key layout inside a shard's range. Workspace and names never contain `\0` (validated at the
@@ -867,6 +878,8 @@ pub fn query<R: KvRead>(kv: &R, q: &ShardQuery) -> Result<ShardReadResult, CoreE
             filter,
             limit,
         } => audit::list(kv, ws, *before, filter, *limit),
+        // live event streams
+        ShardQuery::StreamHead(key) => stream::head(kv, key).map(ShardReadResult::StreamHead),
     }
 }
 
@@ -896,6 +909,52 @@ mod tests {
 
     use super::*;
     use crate::error::ErrorCode;
+
+    /// Every module owns its key prefixes (one letter and a NUL): two modules writing under one
+    /// letter would read each other's rows. Shared on purpose: `n` (counters, each named) and
+    /// `s` (topic subscriptions, which team subscriptions extend).
+    #[test]
+    fn each_key_prefix_belongs_to_one_module() {
+        let sources = [
+            ("mod", include_str!("mod.rs")),
+            ("agent_card", include_str!("agent_card.rs")),
+            ("agents", include_str!("agents.rs")),
+            ("artifact", include_str!("artifact.rs")),
+            ("audit", include_str!("audit.rs")),
+            ("embedding", include_str!("embedding.rs")),
+            ("stream", include_str!("stream.rs")),
+            ("task_events", include_str!("task_events.rs")),
+            ("tasks", include_str!("tasks.rs")),
+            ("topic", include_str!("topic.rs")),
+            ("topic_team", include_str!("topic_team.rs")),
+            ("usage", include_str!("usage.rs")),
+            ("violation", include_str!("violation.rs")),
+            ("webhook", include_str!("webhook.rs")),
+        ];
+        let mut owners: BTreeMap<char, &str> = BTreeMap::new();
+        for (module, source) in sources {
+            let code = source.split("#[cfg(test)]").next().unwrap_or_default();
+            for (at, _) in code.match_indices("b\"") {
+                let mut chars = code[at + 2..].chars();
+                let (Some(letter), Some('\\'), Some('0')) =
+                    (chars.next(), chars.next(), chars.next())
+                else {
+                    continue;
+                };
+                let owner = match (letter, module) {
+                    ('n', _) => continue,
+                    ('s', "topic_team") => "topic",
+                    _ => module,
+                };
+                let first = owners.entry(letter).or_insert(owner);
+                assert_eq!(
+                    *first, owner,
+                    "prefix `{letter}` used by {first} and {owner}"
+                );
+            }
+        }
+        assert!(owners.len() > 20, "prefixes found: {owners:?}");
+    }
 
     /// Applies commands in order to an in-memory store, as a replica would.
     fn run(

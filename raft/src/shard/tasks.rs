@@ -12,6 +12,7 @@
 //! - `n\0task`, `n\0fence` → counters of task ids and fencing tokens (in `mod.rs`)
 //! - `K\0<ws>\0<n be>` → task id: the workspace's tasks in creation order
 //! - `L\0<expires_at be>\0<id>` → empty: leases by expiry, so the shard leader finds the due ones
+//! - `E\0…`, `e\0…` → the task event logs every stored change appends to (see [`super::task_events`])
 
 use serde::{Deserialize, Serialize};
 
@@ -246,8 +247,14 @@ fn load<R: KvRead + ?Sized>(txn: &Txn<'_, R>, ws: &str, id: &str) -> std::io::Re
         .map(|s| s.task))
 }
 
-/// Stores `task` (previously `before`), keeping the lease index in step.
-fn save<R: KvRead + ?Sized>(txn: &mut Txn<'_, R>, ws: &str, before: Option<&Task>, task: &Task) {
+/// Stores `task` (previously `before`), keeping the lease index in step, and appends the
+/// change to the task event logs.
+fn save<R: KvRead + ?Sized>(
+    txn: &mut Txn<'_, R>,
+    ws: &str,
+    before: Option<&Task>,
+    task: &Task,
+) -> std::io::Result<()> {
     let old = before.and_then(|b| b.lease_expires_at);
     if old != task.lease_expires_at {
         if let Some(end) = old {
@@ -264,6 +271,7 @@ fn save<R: KvRead + ?Sized>(txn: &mut Txn<'_, R>, ws: &str, before: Option<&Task
             task: task.clone(),
         }),
     );
+    super::task_events::record(txn, ws, before, task)
 }
 
 fn add_note(task: &mut Task, at: u64, by: &str, text: &str) -> Result<(), CoreError> {
@@ -324,7 +332,7 @@ pub(super) fn create<R: KvRead + ?Sized>(
         notes: Vec::new(),
         updated_at: at_ms,
     };
-    save(txn, new.ws, None, &task);
+    save(txn, new.ws, None, &task)?;
     txn.put(index_key(new.ws, n), task.id.clone().into_bytes());
     Ok(ShardResponse::Task(Box::new(task)))
 }
@@ -361,7 +369,7 @@ pub(super) fn claim<R: KvRead + ?Sized>(
     task.lease_expires_at = Some(at_ms + lease_secs.min(MAX_LEASE_SECS) * 1000);
     task.fencing_token = Some(token);
     task.updated_at = at_ms;
-    save(txn, ws, Some(&before), &task);
+    save(txn, ws, Some(&before), &task)?;
     Ok(ShardResponse::Task(Box::new(task)))
 }
 
@@ -393,7 +401,7 @@ pub(super) fn approve<R: KvRead + ?Sized>(
     task.approved_by = Some(by.to_string());
     task.approved_at = Some(at_ms);
     task.updated_at = at_ms;
-    save(txn, ws, Some(&before), &task);
+    save(txn, ws, Some(&before), &task)?;
     Ok(ShardResponse::Task(Box::new(task)))
 }
 
@@ -514,7 +522,7 @@ pub(super) fn update<R: KvRead + ?Sized>(
         }
     }
     task.updated_at = at_ms;
-    save(txn, ws, Some(&before), &task);
+    save(txn, ws, Some(&before), &task)?;
     Ok(ShardResponse::Task(Box::new(task)))
 }
 
@@ -534,7 +542,7 @@ pub(super) fn expire<R: KvRead + ?Sized>(
             let before = stored.task;
             let mut task = before.clone().at(at_ms);
             task.updated_at = at_ms;
-            save(txn, &stored.ws, Some(&before), &task);
+            save(txn, &stored.ws, Some(&before), &task)?;
             expired.push(task.id);
         }
     }

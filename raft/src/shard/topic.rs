@@ -363,6 +363,12 @@ pub(super) fn compact<R: KvRead + ?Sized>(
 
     // Deleted topics first: their rows are dead weight.
     for (pk, pv) in txn.scan(keys::PURGE_PREFIX, None, left)? {
+        // Agent events share the `p\0` prefix (`p\0<ws>\0<seq>`, longer keys). Purge keys hold
+        // an 8-byte generation whose first byte is 0 for any generation below 2^56, so they
+        // sort before every agent event: the first longer key ends the purges.
+        if pk.len() != keys::purge(0).len() {
+            break;
+        }
         let purge: Purge = decode_io(&pv)?;
         let mut done = true;
         let [team_subs, member_cursors] =
@@ -654,6 +660,31 @@ mod tests {
         let (t, seqs) = read(&s, "t", 1).unwrap();
         assert_eq!(seqs, vec![2, 3]);
         assert_eq!((t.first_seq, t.last_seq), (1, 3));
+    }
+
+    #[test]
+    fn compaction_skips_agent_events_sharing_the_purge_prefix() {
+        let mut s = Store::new();
+        let register = ShardCommand::AgentRegister {
+            ws: "w".into(),
+            name: "a".into(),
+            description: String::new(),
+            capabilities: Vec::new(),
+            metadata: "{}".into(),
+        };
+        run(&mut s, register, 0);
+        run(&mut s, create("gone", 10), 0);
+        run(&mut s, publish("gone", "x"), 0);
+        let del = ShardCommand::TopicDelete {
+            ws: "w".into(),
+            name: "gone".into(),
+        };
+        run(&mut s, del, 1);
+        let c = compact(&mut s, 100, 2);
+        assert!(!c.more, "{c:?}");
+        assert_eq!(c.deleted, 2, "the message and the purge record");
+        let c = compact(&mut s, 100, 3);
+        assert_eq!(c.deleted, 0, "{c:?}");
     }
 
     #[test]
