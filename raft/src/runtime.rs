@@ -43,7 +43,7 @@ fn next_rng() -> SmallRng {
     })
 }
 
-/// Tokio, with [`next_rng`] as openraft's source of randomness.
+/// Tokio, with randomness that [`seed_thread`] can make reproducible.
 #[derive(Debug)]
 pub struct ConclaveRuntime(TokioRuntime);
 
