@@ -93,6 +93,8 @@ const PREFIXES: &[(u8, Counted)] = &[
     (b'I', Counted::Bytes),
     (b'x', Counted::Bytes),
     (b'e', Counted::Bytes),
+    (b'g', Counted::Bytes),
+    (b'C', Counted::Bytes),
     (b'm', Counted::Bytes),
     (b's', Counted::Bytes),
     (b'S', Counted::Bytes),
