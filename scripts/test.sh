@@ -4,46 +4,34 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-# Schemathesis checks the running API against its own OpenAPI document in the test suite; it
-# lives in a virtualenv outside the checkout, pinned, installed once.
+# Test clients nobody here wrote, each pinned in a virtualenv of its own outside the checkout
+# (their dependencies would clash), installed once: `pinned_venv DIR DIST VERSION [EXTRA...]`
+# makes sure DIR has DIST at VERSION, installing it with the pinned EXTRA packages if not.
+pinned_venv() {
+  local dir="$1" dist="$2" version="$3"
+  shift 3
+  if ! "$dir/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('$dist') != '$version')" 2>/dev/null; then
+    echo "installing $dist $version into $dir"
+    python3 -m venv "$dir"
+    "$dir/bin/pip" install -q --disable-pip-version-check "$dist==$version" "$@"
+  fi
+}
+# Schemathesis checks the running API against its own OpenAPI document. Hypothesis is pinned
+# too: its releases have broken the JSON Schema generator before.
 venv="${CONCLAVE_VENV:-$HOME/.cache/conclave/venv}"
-schemathesis_version="4.32.5"
-if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$schemathesis_version"; then
-  echo "installing schemathesis $schemathesis_version into $venv"
-  python3 -m venv "$venv"
-  # Hypothesis pinned too: its releases have broken the JSON Schema generator before.
-  "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$schemathesis_version" "hypothesis==6.170.15"
-fi
+pinned_venv "$venv" schemathesis 4.32.5 "hypothesis==6.170.15"
 export CONCLAVE_SCHEMATHESIS="$venv/bin/schemathesis"
-# The MCP tests drive /mcp with the official Python MCP SDK, pinned, in a virtualenv of its own
-# (its dependencies would clash with Schemathesis's), installed once.
+# The MCP tests drive /mcp with the official Python MCP SDK.
 mcp_venv="${CONCLAVE_MCP_VENV:-$HOME/.cache/conclave/venv-mcp}"
-mcp_version="2.3.0"
-if ! "$mcp_venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('mcp') != '$mcp_version')" 2>/dev/null; then
-  echo "installing mcp $mcp_version into $mcp_venv"
-  python3 -m venv "$mcp_venv"
-  "$mcp_venv/bin/pip" install -q --disable-pip-version-check "mcp==$mcp_version" "mcp-types==$mcp_version"
-fi
+pinned_venv "$mcp_venv" mcp 2.3.0 "mcp-types==2.3.0"
 export CONCLAVE_MCP_PYTHON="$mcp_venv/bin/python"
-# The official A2A client (a2a-sdk, A2A v1.0 with 0.3 compatibility) drives the A2A tests; its
-# own venv keeps its dependencies apart from Schemathesis'. Pinned, installed once.
+# The official A2A client (a2a-sdk, A2A v1.0 with 0.3 compatibility) drives the A2A tests.
 a2a_venv="${CONCLAVE_A2A_VENV:-$HOME/.cache/conclave/venv-a2a}"
-a2a_sdk_version="1.3.0"
-if ! "$a2a_venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('a2a-sdk') != '$a2a_sdk_version')" 2>/dev/null; then
-  echo "installing a2a-sdk $a2a_sdk_version into $a2a_venv"
-  python3 -m venv "$a2a_venv"
-  "$a2a_venv/bin/pip" install -q --disable-pip-version-check "a2a-sdk==$a2a_sdk_version" "httpx==0.28.1"
-fi
+pinned_venv "$a2a_venv" a2a-sdk 1.3.0 "httpx==0.28.1"
 export CONCLAVE_A2A_PYTHON="$a2a_venv/bin/python"
-# The realtime tests drive the WebSocket with `websockets`, a client nobody here wrote; it gets
-# its own virtualenv so its dependencies never clash with Schemathesis'. Pinned, installed once.
+# The realtime tests drive the WebSocket with `websockets`.
 ws_venv="${CONCLAVE_WS_VENV:-$HOME/.cache/conclave/venv-websockets}"
-websockets_version="17.4"
-if ! "$ws_venv/bin/python" -c "import websockets, sys; sys.exit(websockets.__version__ != '$websockets_version')" 2>/dev/null; then
-  echo "installing websockets $websockets_version into $ws_venv"
-  python3 -m venv "$ws_venv"
-  "$ws_venv/bin/pip" install -q --disable-pip-version-check "websockets==$websockets_version"
-fi
+pinned_venv "$ws_venv" websockets 17.4
 export CONCLAVE_WS_PYTHON="$ws_venv/bin/python"
 # Builds are cached outside the checkout so repeated runs (and CI) stay fast.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/conclave/target}"

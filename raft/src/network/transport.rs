@@ -8,7 +8,7 @@ use conclave_proto::peer::{
 };
 use futures::future::BoxFuture;
 
-use crate::network::Peers;
+use crate::network::{PeerClient, Peers};
 
 /// Why a call to a peer failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -54,6 +54,13 @@ fn status_err(s: tonic::Status) -> TransportError {
     }
 }
 
+/// The client of the peer at `addr`; an address that cannot be used is unreachable.
+fn peer(peers: &Peers, addr: &str) -> Result<PeerClient, TransportError> {
+    peers
+        .client(addr)
+        .map_err(|e| TransportError::Unreachable(e.to_string()))
+}
+
 impl RaftTransport for Peers {
     fn raft<'a>(
         &'a self,
@@ -61,9 +68,7 @@ impl RaftTransport for Peers {
         req: RaftRequest,
     ) -> BoxFuture<'a, Result<RaftReply, TransportError>> {
         Box::pin(async move {
-            let mut client = self
-                .client(addr)
-                .map_err(|e| TransportError::Unreachable(e.to_string()))?;
+            let mut client = peer(self, addr)?;
             client
                 .raft(req)
                 .await
@@ -78,9 +83,7 @@ impl RaftTransport for Peers {
         batch: HeartbeatBatch,
     ) -> BoxFuture<'a, Result<HeartbeatBatchReply, TransportError>> {
         Box::pin(async move {
-            let mut client = self
-                .client(addr)
-                .map_err(|e| TransportError::Unreachable(e.to_string()))?;
+            let mut client = peer(self, addr)?;
             client
                 .heartbeat(batch)
                 .await
@@ -95,9 +98,7 @@ impl RaftTransport for Peers {
         chunks: Vec<SnapshotChunk>,
     ) -> BoxFuture<'a, Result<RaftReply, TransportError>> {
         Box::pin(async move {
-            let mut client = self
-                .client(addr)
-                .map_err(|e| TransportError::Unreachable(e.to_string()))?;
+            let mut client = peer(self, addr)?;
             client
                 .install_snapshot(tokio_stream::iter(chunks))
                 .await
