@@ -6,13 +6,15 @@
 //! began it is killed. The script is `cluster-tests/python/mcp_client.py`. Run
 //! `cargo build -p conclave-node` first.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use conclave_cluster_tests::http::wait_key_usable;
+use conclave_cluster_tests::http::{expect, wait_key_usable};
 use conclave_cluster_tests::Cluster;
+use reqwest::Method;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
@@ -89,7 +91,54 @@ async fn python_sdk_clients_call_every_tool_in_both_forms() -> Result<()> {
     // Last: it registers the skill that restricts the task tools in this workspace.
     let out = run(&cluster, "skills", 0).await?;
     ensure!(out.contains("skills:"), "skills run printed {out}");
+    // Every tool call is in the audit log, and so are the changes the tools made.
+    let tools = audited_tool_calls(&cluster).await?;
+    ensure!(tools.len() >= 30, "tool calls audited for only {tools:?}");
+    let q = [("via", "mcp"), ("action", "POST"), ("limit", "10")];
+    let page = expect(
+        cluster
+            .api(1)
+            .request(Method::GET, &["v1", "audit", "log"])
+            .query(&q),
+        200,
+        "the audit log of changes made through MCP",
+    )
+    .await?;
+    ensure!(
+        page["items"].as_array().is_some_and(|i| !i.is_empty()),
+        "no REST change made through MCP was audited: {page}"
+    );
     Ok(())
+}
+
+/// The tools whose calls the audit log records (entries `CALL mcp:<tool>`, via `mcp`).
+async fn audited_tool_calls(cluster: &Cluster) -> Result<BTreeSet<String>> {
+    let mut tools = BTreeSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut q = vec![("via", "mcp"), ("action", "CALL"), ("limit", "1000")];
+        if let Some(c) = &cursor {
+            q.push(("cursor", c));
+        }
+        let page = expect(
+            cluster
+                .api(0)
+                .request(Method::GET, &["v1", "audit", "log"])
+                .query(&q),
+            200,
+            "the audit log of tool calls",
+        )
+        .await?;
+        for item in page["items"].as_array().context("items")? {
+            let route = item["route"].as_str().context("route")?;
+            let tool = route.strip_prefix("mcp:").context("a tool call's route")?;
+            tools.insert(tool.to_string());
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => return Ok(tools),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
