@@ -338,8 +338,10 @@ pub fn tasks(history: &History) -> Verdict {
         });
     }
     // Holds end early on the holder's completion or release (when it took effect: the answer's
-    // timestamp, or for an unknown outcome as early as its invocation) and last longer only
-    // through acknowledged renewals.
+    // timestamp, or for an unknown outcome as early as its invocation). A renewal sets the lease
+    // to its own time plus the seconds asked, which may shorten it: an acknowledged renewal's
+    // expiry replaces the hold's end (one holder renews in order), and a renewal whose outcome
+    // is unknown may have ended the hold as early as its invocation plus its seconds.
     let mut completions: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (index, op) in history.ops.iter().enumerate() {
         let Call::TaskUpdate {
@@ -347,7 +349,7 @@ pub fn tasks(history: &History) -> Verdict {
             agent,
             token,
             status,
-            ..
+            lease_secs,
         } = &op.call
         else {
             continue;
@@ -370,10 +372,15 @@ pub fn tasks(history: &History) -> Verdict {
             }
             (Outcome::Ok(Answer::Task(state)), None) => {
                 if let Some(end) = state.lease_expires_at {
-                    hold.end = hold.end.max(end);
+                    hold.end = end;
                 }
             }
             (Outcome::Unknown(_), Some(_)) => hold.end = hold.end.min(op.invoke_wall_ms),
+            (Outcome::Unknown(_), None) => {
+                if let Some(secs) = lease_secs {
+                    hold.end = hold.end.min(op.invoke_wall_ms + secs * 1000);
+                }
+            }
             _ => {}
         }
     }
@@ -588,6 +595,88 @@ mod tests {
             at,
             at + 1,
         )
+    }
+
+    fn renew(task: &str, agent: &str, token: u64, at: u64, secs: u64, end: Option<u64>) -> Op {
+        let outcome = match end {
+            Some(end) => Outcome::Ok(Answer::Task(TaskState {
+                id: task.into(),
+                status: "claimed".into(),
+                claimed_by: Some(agent.into()),
+                fencing_token: Some(token),
+                lease_expires_at: Some(end),
+                updated_at: at,
+            })),
+            None => Outcome::Unknown("timeout".into()),
+        };
+        op(
+            Call::TaskUpdate {
+                task: task.into(),
+                agent: agent.into(),
+                token,
+                status: None,
+                lease_secs: Some(secs),
+            },
+            outcome,
+            at,
+            at + 1,
+        )
+    }
+
+    /// Seed 2026's ten-minute run: a renewal for 2 s shortened a 3 s lease, and the next claim
+    /// came after the shortened lease ended; taking the longer of the two leases reported an
+    /// overlap that never was.
+    #[test]
+    fn a_renewal_may_shorten_a_hold() {
+        let history = History {
+            ops: vec![
+                claim(
+                    "task_1_1724",
+                    "w14",
+                    2023,
+                    1_795_378_861_542,
+                    1_795_378_864_542,
+                ),
+                renew(
+                    "task_1_1724",
+                    "w14",
+                    2023,
+                    1_795_378_861_609,
+                    2,
+                    Some(1_795_378_863_609),
+                ),
+                claim(
+                    "task_1_1724",
+                    "w16",
+                    2026,
+                    1_795_378_864_483,
+                    1_795_378_867_483,
+                ),
+            ],
+        };
+        let v = tasks(&history);
+        assert!(v.passed, "{v:?}");
+        // A renewal that lengthens the lease still counts.
+        let extended = History {
+            ops: vec![
+                claim("a", "w1", 1, 1000, 2000),
+                renew("a", "w1", 1, 1500, 2, Some(3500)),
+                claim("a", "w2", 2, 2500, 3500),
+            ],
+        };
+        assert_eq!(
+            tasks(&extended).counts["overlapping holds with different tokens"],
+            1
+        );
+        // An unknown renewal may have ended the hold at its invocation plus its seconds.
+        let unknown = History {
+            ops: vec![
+                claim("a", "w1", 1, 1000, 5000),
+                renew("a", "w1", 1, 1500, 1, None),
+                claim("a", "w2", 2, 3000, 4000),
+            ],
+        };
+        assert!(tasks(&unknown).passed);
     }
 
     #[test]
