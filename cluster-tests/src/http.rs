@@ -35,6 +35,12 @@ pub async fn send(req: RequestBuilder) -> Result<(u16, Value)> {
 /// Sends `req` and checks its status (and, for errors, the one error shape); its body.
 pub async fn expect(req: RequestBuilder, status: u16, what: &str) -> Result<Value> {
     let (got, body) = send(req).await.with_context(|| what.to_string())?;
+    check_answer(got, body, status, what)
+}
+
+/// Checks an answer `(got, body)` against the `status` expected (and, for errors, the one
+/// error shape); the body.
+pub fn check_answer(got: u16, body: Value, status: u16, what: &str) -> Result<Value> {
     ensure!(
         got == status,
         "{what}: expected {status}, got {got}: {body}"

@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use conclave_cluster_tests::http::send;
+use conclave_cluster_tests::http::{self, send};
 use conclave_cluster_tests::{wait_until, Cluster, NodeClient};
 use reqwest::{Method, RequestBuilder};
 use serde_json::{json, Value};
@@ -41,17 +41,7 @@ async fn send_settled(req: RequestBuilder) -> Result<(u16, Value)> {
 /// [`send_settled`], checking the status and the error shape as `expect` does.
 async fn expect(req: RequestBuilder, status: u16, what: &str) -> Result<Value> {
     let (got, body) = send_settled(req).await.with_context(|| what.to_string())?;
-    ensure!(
-        got == status,
-        "{what}: expected {status}, got {got}: {body}"
-    );
-    if status >= 400 {
-        ensure!(
-            body["error"]["status"] == json!(status) && body["error"]["message"].is_string(),
-            "{what}: error body {body}"
-        );
-    }
-    Ok(body)
+    http::check_answer(got, body, status, what)
 }
 
 /// The card registered for the agents of these tests.
