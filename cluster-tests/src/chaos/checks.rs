@@ -336,7 +336,13 @@ pub fn websocket(history: &History, finals: &BTreeMap<String, Vec<(u64, u64)>>) 
                 outcome,
             ) => {
                 v.count("connections", 1);
-                if let Outcome::Ok(Answer::Frames { frames, .. }) = outcome {
+                if let Outcome::Ok(Answer::Frames {
+                    frames, by_client, ..
+                }) = outcome
+                {
+                    if !by_client {
+                        v.count("connections ended by the node, the network or a refusal", 1);
+                    }
                     connections
                         .entry((*subscriber, topic.as_str()))
                         .or_default()
@@ -702,6 +708,7 @@ mod tests {
                 subscribed_us: t,
                 frames,
                 ended: "closed 1006".into(),
+                by_client: false,
             }),
             t,
             t + 100,

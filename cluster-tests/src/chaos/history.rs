@@ -140,6 +140,10 @@ pub enum Answer {
         frames: Vec<Frame>,
         /// Why it ended: the server's close code, the error, or the client's own choice.
         ended: String,
+        /// Whether the client ended it (to move to another node, or at the end of the run)
+        /// rather than the node, the network or a refusal.
+        #[serde(default)]
+        by_client: bool,
     },
     /// An `acked` answer: the durable cursor after the ack.
     Acked { cursor: u64 },

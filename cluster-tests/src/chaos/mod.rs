@@ -356,6 +356,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_recording_saved_before_websocket_subscribers_still_loads_and_checks() {
+        // The shape `chaos --history` wrote before WebSocket subscribers were recorded.
+        let saved = r#"{
+            "history": {"ops": [
+                {"client": 1, "node": 0, "call": {"op": "publish", "topic": "t", "id": 7},
+                 "invoke_us": 10, "complete_us": 20, "invoke_wall_ms": 1,
+                 "outcome": {"type": "ok", "value": {"answer": "published", "seq": 1}}},
+                {"client": 2, "node": 1, "call": {"op": "read", "topic": "t", "subscriber": 0,
+                 "from": {"since": 0}, "limit": 100},
+                 "invoke_us": 30, "complete_us": 40, "invoke_wall_ms": 2,
+                 "outcome": {"type": "ok", "value": {"answer": "page", "items": [[1, 7]],
+                 "last_seq": 1}}}
+            ]},
+            "topics": {"t": [[1, 7]]}
+        }"#;
+        let recording: Recording = serde_json::from_str(saved).expect("an old recording loads");
+        let verdicts = check(&recording);
+        assert!(verdicts.iter().all(|v| v.passed), "{verdicts:?}");
+        let websocket = verdicts
+            .iter()
+            .find(|v| v.name == "websocket subscribers")
+            .expect("a websocket verdict");
+        assert_eq!(websocket.counts.get("connections"), None);
+    }
+
+    #[test]
     fn rfc3339_formats_utc() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_795_000_000), "2026-11-18T11:06:40Z");

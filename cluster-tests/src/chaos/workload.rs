@@ -364,13 +364,14 @@ impl Client {
                     let subscribed_us = self.shared.clock.now_us();
                     let stay =
                         Duration::from_millis(self.rng.random_range(WS_STAY_MS.0..=WS_STAY_MS.1));
-                    let (frames, ended) = self
+                    let (frames, ended, by_client) = self
                         .ws_session(conn, index, node, &topic, stay, &mut position)
                         .await;
                     Outcome::Ok(Answer::Frames {
                         subscribed_us,
                         frames,
                         ended,
+                        by_client,
                     })
                 }
                 Err(OpenError::Refused(why)) => Outcome::Fail(why),
@@ -401,9 +402,9 @@ impl Client {
     }
 
     /// Reads one subscribed connection until it ends, the subscriber has stayed `stay`, or
-    /// the run is over; acks what it holds every [`WS_TICK`]. Returns the frames delivered
-    /// and why the connection ended; `position` follows the messages held with everything
-    /// before them.
+    /// the run is over; acks what it holds every [`WS_TICK`]. Returns the frames delivered,
+    /// why the connection ended and whether the subscriber ended it by choice; `position`
+    /// follows the messages held with everything before them.
     async fn ws_session(
         &mut self,
         mut conn: Connection,
@@ -412,7 +413,7 @@ impl Client {
         topic: &str,
         stay: Duration,
         position: &mut u64,
-    ) -> (Vec<Frame>, String) {
+    ) -> (Vec<Frame>, String, bool) {
         let leave_at = Instant::now() + stay;
         let mut frames = Vec::new();
         let mut heard = Instant::now();
@@ -420,21 +421,21 @@ impl Client {
         let mut pending: Option<PendingAck> = None;
         let mut acked_to = 0u64;
         let mut tick = tokio::time::interval(WS_TICK);
-        let ended = loop {
+        let (ended, by_client) = loop {
             let incoming = tokio::select! {
                 incoming = conn.next() => incoming,
                 _ = tick.tick() => {
                     if !self.running() {
-                        break "run over".to_string();
+                        break ("run over".to_string(), true);
                     }
                     if Instant::now() >= leave_at {
-                        break format!("moved on after {} ms", stay.as_millis());
+                        break (format!("moved on after {} ms", stay.as_millis()), true);
                     }
                     if heard.elapsed() > WS_SILENCE {
-                        break format!("nothing heard for {} s", WS_SILENCE.as_secs());
+                        break (format!("nothing heard for {} s", WS_SILENCE.as_secs()), false);
                     }
                     if pending.as_ref().is_some_and(|a| a.sent.elapsed() > WS_ACK_TIMEOUT) {
-                        break format!("ack unanswered for {} s", WS_ACK_TIMEOUT.as_secs());
+                        break (format!("ack unanswered for {} s", WS_ACK_TIMEOUT.as_secs()), false);
                     }
                     let sent = if pending.is_none() && *position > acked_to {
                         pending = Some(PendingAck {
@@ -448,7 +449,7 @@ impl Client {
                         conn.ping().await
                     };
                     if let Err(e) = sent {
-                        break e;
+                        break (e, false);
                     }
                     continue;
                 }
@@ -478,16 +479,16 @@ impl Client {
                         self.ws_ack(index, node, topic, ack, Outcome::Fail(why.clone()));
                     }
                     // A refused ack: this node cannot reach the topic's leader; try another.
-                    break format!("refused: {why}");
+                    break (format!("refused: {why}"), false);
                 }
-                Incoming::Ended(why) => break why,
+                Incoming::Ended(why) => break (why, false),
             }
         };
         if let Some(ack) = pending.take() {
             self.ws_ack(index, node, topic, ack, Outcome::Unknown(ended.clone()));
         }
         conn.close().await;
-        (frames, ended)
+        (frames, ended, by_client)
     }
 
     /// Records `ack` of WebSocket subscriber `index`, answered (or given up) now.
