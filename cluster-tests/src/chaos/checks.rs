@@ -288,6 +288,15 @@ pub fn topics(history: &History, finals: &BTreeMap<String, Vec<(u64, u64)>>) -> 
     v
 }
 
+/// One subscribed WebSocket connection as the websocket checker sees it.
+struct Connection<'a> {
+    op: &'a Op,
+    /// The sequence it asked to start at.
+    from: u64,
+    /// What it delivered.
+    frames: &'a [Frame],
+}
+
 /// Checks what every WebSocket subscriber was delivered against `finals` (each topic's
 /// messages `(seq, id)` read after healing) and the acknowledged publishes.
 ///
@@ -321,7 +330,7 @@ pub fn websocket(history: &History, finals: &BTreeMap<String, Vec<(u64, u64)>>) 
         })
         .collect();
     let mut acked: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
-    let mut connections: BTreeMap<(usize, &str), Vec<(&Op, u64, &[Frame])>> = BTreeMap::new();
+    let mut connections: BTreeMap<(usize, &str), Vec<Connection>> = BTreeMap::new();
     for op in &history.ops {
         match (&op.call, &op.outcome) {
             (Call::Publish { topic, id }, Outcome::Ok(Answer::Published { seq })) => {
@@ -346,7 +355,11 @@ pub fn websocket(history: &History, finals: &BTreeMap<String, Vec<(u64, u64)>>) 
                     connections
                         .entry((*subscriber, topic.as_str()))
                         .or_default()
-                        .push((op, *from, frames));
+                        .push(Connection {
+                            op,
+                            from: *from,
+                            frames,
+                        });
                 } else {
                     v.count("connections refused or unanswered", 1);
                 }
@@ -368,10 +381,10 @@ pub fn websocket(history: &History, finals: &BTreeMap<String, Vec<(u64, u64)>>) 
     }
     for ((subscriber, topic), mut list) in connections {
         v.count("subscribers", 1);
-        list.sort_by_key(|(op, _, _)| op.invoke_us);
-        let first_from = list.first().map_or(1, |&(_, from, _)| from);
+        list.sort_by_key(|c| c.op.invoke_us);
+        let first_from = list.first().map_or(1, |c| c.from);
         let mut delivered: BTreeSet<u64> = BTreeSet::new();
-        for (op, from, frames) in list {
+        for Connection { op, from, frames } in list {
             v.count("frames delivered", frames.len() as u64);
             let mut expect = from;
             for frame in frames {
