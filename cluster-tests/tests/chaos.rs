@@ -1,10 +1,10 @@
 //! The bounded chaos run of CI: a three-node cluster under about 45 seconds of faults (kills,
 //! freezes, restarts, partitions both ways and one way) from a fixed seed, with every client
-//! operation recorded; every checker must pass. Run `cargo build -p conclave-node` first;
+//! operation recorded (WebSocket subscribers' frames included); every checker must pass. Run `cargo build -p conclave-node` first;
 //! `scripts/chaos.sh` runs longer and larger versions.
 
 use anyhow::{ensure, Result};
-use conclave_cluster_tests::chaos::history::{Answer, Outcome};
+use conclave_cluster_tests::chaos::history::{Answer, Call, Outcome};
 use conclave_cluster_tests::chaos::{self, checks, ChaosConfig};
 
 /// The seed of the CI run: its fault schedule and client choices.
@@ -33,7 +33,7 @@ async fn three_nodes_keep_every_promise_under_faults() -> Result<()> {
         );
     }
     ensure!(
-        report.verdicts.len() == 4,
+        report.verdicts.len() == 5,
         "{} verdicts",
         report.verdicts.len()
     );
@@ -42,6 +42,25 @@ async fn three_nodes_keep_every_promise_under_faults() -> Result<()> {
         let ok = report.operations.get(kind).map_or(0, |c| c.ok);
         ensure!(ok > 0, "no {kind} succeeded in the whole run");
     }
+    // WebSocket subscribers were delivered messages and reconnected along the way.
+    let websocket = report
+        .verdicts
+        .iter()
+        .find(|v| v.name == "websocket subscribers")
+        .expect("a websocket verdict");
+    let figure = |what: &str| websocket.counts.get(what).copied().unwrap_or(0);
+    ensure!(
+        figure("frames delivered") > 0,
+        "no websocket frame: {websocket:?}"
+    );
+    ensure!(
+        figure("connections") > 2 * config.workload.ws_subscribers as u64,
+        "websocket subscribers never reconnected: {websocket:?}"
+    );
+    ensure!(
+        report.operations.get("websocket ack").map_or(0, |c| c.ok) > 0,
+        "no ack answered"
+    );
 
     // The checkers see real violations in this very history: an acknowledged publish removed
     // from its topic, and a read answering a value nobody wrote.
@@ -50,7 +69,7 @@ async fn three_nodes_keep_every_promise_under_faults() -> Result<()> {
         Outcome::Ok(Answer::Published { .. }) => Some(op.call.clone()),
         _ => None,
     });
-    if let Some(chaos::history::Call::Publish { topic, id }) = acked {
+    if let Some(Call::Publish { topic, id }) = acked {
         lost.topics
             .get_mut(&topic)
             .expect("published topic read back")
@@ -61,12 +80,30 @@ async fn three_nodes_keep_every_promise_under_faults() -> Result<()> {
             "a lost publish went unnoticed: {verdict:?}"
         );
     }
+    // A frame delivered twice on one WebSocket connection.
+    let mut repeated = run.recording.clone();
+    let frames = repeated
+        .history
+        .ops
+        .iter_mut()
+        .find_map(|op| match &mut op.outcome {
+            Outcome::Ok(Answer::Frames { frames, .. }) if !frames.is_empty() => Some(frames),
+            _ => None,
+        });
+    if let Some(frames) = frames {
+        frames.push(*frames.last().expect("a frame"));
+        let verdict = checks::websocket(&repeated.history, &repeated.topics);
+        ensure!(
+            verdict.counts["duplicates beyond a subscriber's resume point"] == 1,
+            "a repeated websocket frame went unnoticed: {verdict:?}"
+        );
+    }
     let mut phantom = run.recording.clone();
     let read = phantom.history.ops.iter_mut().find(|op| {
         matches!(
             op.outcome,
             Outcome::Ok(Answer::Entry { version, .. }) if version > 0
-        ) && matches!(op.call, chaos::history::Call::Get { .. })
+        ) && matches!(op.call, Call::Get { .. })
     });
     if let Some(op) = read {
         op.outcome = Outcome::Ok(Answer::Entry {

@@ -5,6 +5,9 @@
 //!   topic, no phantom messages, every read contiguous and consistent with the final topic,
 //!   no read missing a publish acknowledged before it began, and no subscriber handed messages
 //!   its server-side cursor had already acknowledged.
+//! - [`websocket`]: every WebSocket connection delivered its topic from the sequence it asked
+//!   for, each message once and in order, what the topic holds; a subscriber missed no
+//!   acknowledged publish in the range it followed; acks never moved a cursor back.
 //! - [`tasks`]: no two claims with different fencing tokens holding one task at once, no fencing
 //!   token handed out twice, at most one completion per task.
 //! - [`linearizability`]: the context store's reads and writes, key by key ([`super::wgl`]).
@@ -13,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::history::{Answer, Call, Delivery, History, Op, Outcome};
+use super::history::{Answer, Call, Delivery, Frame, History, Op, Outcome};
 use super::wgl::{self, KeyVerdict};
 
 /// Problems quoted per verdict; the counts cover all of them.
@@ -285,6 +288,160 @@ pub fn topics(history: &History, finals: &BTreeMap<String, Vec<(u64, u64)>>) -> 
     v
 }
 
+/// One subscribed WebSocket connection as the websocket checker sees it.
+struct Connection<'a> {
+    op: &'a Op,
+    /// The sequence it asked to start at.
+    from: u64,
+    /// What it delivered.
+    frames: &'a [Frame],
+}
+
+/// Checks what every WebSocket subscriber was delivered against `finals` (each topic's
+/// messages `(seq, id)` read after healing) and the acknowledged publishes.
+///
+/// Per connection ([`Call::Stream`]), subscribed from sequence `from`: the first frame is
+/// `from` and each next one the previous + 1. A frame at or below one already delivered on the
+/// connection, or below `from`, is a duplicate beyond the subscriber's resume point; a frame
+/// past the next sequence is a gap. Messages of a resumed connection at or after its `from` are
+/// allowed again (counted, not violations): the resume point is the subscriber's to choose. The
+/// server skips messages only where retention removed them (a resume from before the oldest
+/// kept message starts at the oldest kept); the run's topics keep everything, so any skip
+/// here is a gap. Across a subscriber's connections, every publish acknowledged with a
+/// sequence from its first connection's `from` up to the highest sequence it was delivered
+/// must have reached it. An `acked` answer never reports a cursor below the sequence acked.
+pub fn websocket(history: &History, finals: &BTreeMap<String, Vec<(u64, u64)>>) -> Verdict {
+    let mut v = Verdict::new("websocket subscribers");
+    for what in [
+        "sequence gaps on a connection",
+        "duplicates beyond a subscriber's resume point",
+        "frames inconsistent with the topic",
+        "acknowledged publishes a subscriber missed",
+        "acks answered with a cursor below the ack",
+    ] {
+        v.zero(what);
+    }
+    let at: BTreeMap<(&str, u64), u64> = finals
+        .iter()
+        .flat_map(|(topic, messages)| {
+            messages
+                .iter()
+                .map(move |&(seq, id)| ((topic.as_str(), seq), id))
+        })
+        .collect();
+    let mut acked: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
+    let mut connections: BTreeMap<(usize, &str), Vec<Connection>> = BTreeMap::new();
+    for op in &history.ops {
+        match (&op.call, &op.outcome) {
+            (Call::Publish { topic, id }, Outcome::Ok(Answer::Published { seq })) => {
+                acked.entry(topic.as_str()).or_default().push((*seq, *id));
+            }
+            (
+                Call::Stream {
+                    topic,
+                    subscriber,
+                    from,
+                },
+                outcome,
+            ) => {
+                v.count("connections", 1);
+                if let Outcome::Ok(Answer::Frames {
+                    frames, by_client, ..
+                }) = outcome
+                {
+                    if !by_client {
+                        v.count("connections ended by the node, the network or a refusal", 1);
+                    }
+                    connections
+                        .entry((*subscriber, topic.as_str()))
+                        .or_default()
+                        .push(Connection {
+                            op,
+                            from: *from,
+                            frames,
+                        });
+                } else {
+                    v.count("connections refused or unanswered", 1);
+                }
+            }
+            (Call::StreamAck { seq, .. }, Outcome::Ok(Answer::Acked { cursor })) => {
+                v.count("acks answered", 1);
+                if cursor < seq {
+                    v.violation(
+                        "acks answered with a cursor below the ack",
+                        format!(
+                            "ack of {seq} answered with cursor {cursor} (op at {} µs)",
+                            op.invoke_us
+                        ),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    for ((subscriber, topic), mut list) in connections {
+        v.count("subscribers", 1);
+        list.sort_by_key(|c| c.op.invoke_us);
+        let first_from = list.first().map_or(1, |c| c.from);
+        let mut delivered: BTreeSet<u64> = BTreeSet::new();
+        for Connection { op, from, frames } in list {
+            v.count("frames delivered", frames.len() as u64);
+            let mut expect = from;
+            for frame in frames {
+                let seq = frame.seq;
+                let in_order = seq >= expect;
+                if !in_order {
+                    v.violation(
+                        "duplicates beyond a subscriber's resume point",
+                        format!(
+                            "subscriber {subscriber} on {topic}, connection from {from} (at {} \
+                             µs): seq {seq} delivered when {expect} was next",
+                            op.invoke_us
+                        ),
+                    );
+                } else if seq > expect {
+                    v.violation(
+                        "sequence gaps on a connection",
+                        format!(
+                            "subscriber {subscriber} on {topic}, connection from {from} (at {} \
+                             µs): seq {seq} delivered when {expect} was next",
+                            op.invoke_us
+                        ),
+                    );
+                }
+                expect = expect.max(seq + 1);
+                if at.get(&(topic, seq)) != Some(&frame.id) {
+                    v.violation(
+                        "frames inconsistent with the topic",
+                        format!(
+                            "subscriber {subscriber} was delivered body {} at {topic}/{seq}, the \
+                             topic holds {:?}",
+                            frame.id,
+                            at.get(&(topic, seq))
+                        ),
+                    );
+                }
+                if !delivered.insert(seq) && in_order {
+                    v.count("messages delivered again after a resume (allowed)", 1);
+                }
+            }
+        }
+        let highest = delivered.last().copied().unwrap_or(0);
+        for &(seq, id) in acked.get(topic).map_or(&[][..], Vec::as_slice) {
+            if (first_from..=highest).contains(&seq) && !delivered.contains(&seq) {
+                v.violation(
+                    "acknowledged publishes a subscriber missed",
+                    format!(
+                        "subscriber {subscriber} on {topic} followed {first_from}..={highest} \
+                         but was never delivered seq {seq} (body {id})"
+                    ),
+                );
+            }
+        }
+    }
+    v
+}
+
 /// A claim as the task checker sees it.
 #[derive(Debug, Clone)]
 struct Hold {
@@ -548,6 +705,151 @@ mod tests {
         ] {
             assert!(v.counts[what] >= 1, "{what}: {v:?}");
         }
+    }
+
+    /// A WebSocket connection of subscriber `sub` to topic `t` from `from`, delivering `seqs`
+    /// (bodies `10 * seq`, as [`ws_finals`] holds them).
+    fn connection(sub: usize, from: u64, seqs: &[u64], t: u64) -> Op {
+        let frames = seqs
+            .iter()
+            .map(|&seq| Frame {
+                seq,
+                id: 10 * seq,
+                at_us: t,
+            })
+            .collect();
+        op(
+            Call::Stream {
+                topic: "t".into(),
+                subscriber: sub,
+                from,
+            },
+            Outcome::Ok(Answer::Frames {
+                subscribed_us: t,
+                frames,
+                ended: "closed 1006".into(),
+                by_client: false,
+            }),
+            t,
+            t + 100,
+        )
+    }
+
+    fn ws_ack(seq: u64, cursor: Option<u64>, t: u64) -> Op {
+        let outcome = match cursor {
+            Some(cursor) => Outcome::Ok(Answer::Acked { cursor }),
+            None => Outcome::Unknown("connection ended".into()),
+        };
+        op(
+            Call::StreamAck {
+                topic: "t".into(),
+                subscriber: 0,
+                seq,
+            },
+            outcome,
+            t,
+            t + 1,
+        )
+    }
+
+    /// Topic `t` holding seqs 1..=6, body `10 * seq` each, every one acknowledged.
+    fn ws_publishes() -> Vec<Op> {
+        (1..=6)
+            .map(|seq| publish(10 * seq, Some(seq), seq))
+            .collect()
+    }
+
+    fn ws_finals() -> BTreeMap<String, Vec<(u64, u64)>> {
+        finals((1..=6).map(|seq| (seq, 10 * seq)).collect())
+    }
+
+    fn ws_check(connections: Vec<Op>) -> Verdict {
+        let mut ops = ws_publishes();
+        ops.extend(connections);
+        websocket(&History { ops }, &ws_finals())
+    }
+
+    #[test]
+    fn a_clean_websocket_history_passes() {
+        let v = ws_check(vec![
+            connection(0, 1, &[1, 2, 3], 100),
+            ws_ack(3, Some(3), 150),
+            // Resumed right after what it held, on another node.
+            connection(0, 4, &[4, 5], 300),
+            // An ack whose connection ended before the answer proves nothing.
+            ws_ack(5, None, 350),
+            // Resumed at a message it already had: allowed, since it asked for it.
+            connection(0, 5, &[5, 6], 500),
+            // A second subscriber that joined later and only saw part of the topic.
+            connection(1, 3, &[3, 4], 600),
+        ]);
+        assert!(v.passed, "{v:?}");
+        assert_eq!(v.counts["frames delivered"], 9);
+        assert_eq!(v.counts["subscribers"], 2);
+        assert_eq!(
+            v.counts["messages delivered again after a resume (allowed)"],
+            1
+        );
+    }
+
+    #[test]
+    fn websocket_violations_are_counted() {
+        let cases: [(&str, Vec<Op>); 5] = [
+            (
+                "sequence gaps on a connection",
+                vec![connection(0, 1, &[1, 2, 4, 5, 6], 100)],
+            ),
+            (
+                "sequence gaps on a connection",
+                // The first frame must be the one asked for.
+                vec![
+                    connection(0, 1, &[1, 2], 100),
+                    connection(0, 3, &[4, 5], 200),
+                ],
+            ),
+            (
+                "duplicates beyond a subscriber's resume point",
+                // Twice on one connection.
+                vec![connection(0, 1, &[1, 2, 3, 3, 4], 100)],
+            ),
+            (
+                "duplicates beyond a subscriber's resume point",
+                // Before the resume point of a reconnect.
+                vec![
+                    connection(0, 1, &[1, 2, 3], 100),
+                    connection(0, 4, &[3, 4], 200),
+                ],
+            ),
+            (
+                "acks answered with a cursor below the ack",
+                vec![connection(0, 1, &[1, 2], 100), ws_ack(2, Some(1), 150)],
+            ),
+        ];
+        for (what, ops) in cases {
+            let v = ws_check(ops);
+            assert!(!v.passed, "{what} went unnoticed");
+            assert_eq!(v.counts[what], 1, "{what}: {v:?}");
+        }
+
+        // A body the topic does not hold at that sequence.
+        let mut bad = connection(0, 1, &[1, 2], 100);
+        if let Outcome::Ok(Answer::Frames { frames, .. }) = &mut bad.outcome {
+            frames[1].id = 99;
+        }
+        let v = ws_check(vec![bad]);
+        assert_eq!(v.counts["frames inconsistent with the topic"], 1, "{v:?}");
+
+        // Seq 3 acknowledged and within 1..=5, yet never delivered on any connection: the
+        // second connection resumed past it.
+        let v = ws_check(vec![
+            connection(0, 1, &[1, 2], 100),
+            connection(0, 4, &[4, 5], 200),
+        ]);
+        assert_eq!(
+            v.counts["acknowledged publishes a subscriber missed"], 1,
+            "{v:?}"
+        );
+        assert!(!v.passed);
     }
 
     fn claim(task: &str, agent: &str, token: u64, start: u64, end: u64) -> Op {

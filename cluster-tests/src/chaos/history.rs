@@ -7,6 +7,12 @@
 //! operations are ordered when one completed before the other was invoked. Each operation also
 //! keeps the wall-clock millisecond of its invocation, comparable with the timestamps the
 //! servers stamp (all processes run on one machine).
+//!
+//! A WebSocket subscriber's connection is one operation ([`Call::Stream`]): invoked when it
+//! connects, completed when it disconnects, its answer every event frame delivered in between
+//! with the time it arrived ([`Answer::Frames`]). Its acks are operations of their own
+//! ([`Call::StreamAck`]). Both were added after recordings had been saved; older recordings
+//! simply hold none.
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -65,6 +71,20 @@ pub enum Call {
         from: Delivery,
         limit: u32,
     },
+    /// A WebSocket connection of subscriber `subscriber` to `/ws`, subscribed to
+    /// `topic:<topic>` from sequence `from` with the subscriber's agent (so it may ack).
+    Stream {
+        topic: String,
+        subscriber: usize,
+        from: u64,
+    },
+    /// An `ack` frame of subscriber `subscriber` on its current connection: moves its agent's
+    /// durable cursor to `seq`.
+    StreamAck {
+        topic: String,
+        subscriber: usize,
+        seq: u64,
+    },
     /// `POST /v1/tasks`.
     TaskCreate { title: String },
     /// `POST /v1/tasks/{id}/claim`.
@@ -112,6 +132,32 @@ pub enum Answer {
     },
     /// A task as answered.
     Task(TaskState),
+    /// What a WebSocket connection delivered once subscribed, until it ended.
+    Frames {
+        /// When the `subscribed` answer arrived, µs on the run's clock.
+        subscribed_us: u64,
+        /// Every event frame, in the order received.
+        frames: Vec<Frame>,
+        /// Why it ended: the server's close code, the error, or the client's own choice.
+        ended: String,
+        /// Whether the client ended it (to move to another node, or at the end of the run)
+        /// rather than the node, the network or a refusal.
+        #[serde(default)]
+        by_client: bool,
+    },
+    /// An `acked` answer: the durable cursor after the ack.
+    Acked { cursor: u64 },
+}
+
+/// One event frame a WebSocket subscriber received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Frame {
+    /// The topic sequence the frame carries.
+    pub seq: u64,
+    /// The run-unique id of the message's body (0 for a body that is not one of ours).
+    pub id: u64,
+    /// When it arrived, µs on the run's clock.
+    pub at_us: u64,
 }
 
 /// The fields of a task the checkers use.
@@ -208,6 +254,8 @@ impl Op {
                 from: Delivery::AckThenSince(_),
                 ..
             } => "subscriber ack + read",
+            Call::Stream { .. } => "websocket subscription",
+            Call::StreamAck { .. } => "websocket ack",
             Call::TaskCreate { .. } => "task create",
             Call::TaskClaim { .. } => "task claim",
             Call::TaskUpdate {

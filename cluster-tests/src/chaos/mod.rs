@@ -4,7 +4,8 @@
 //!
 //! - [`net`]: fault-injecting TCP proxies on the nodes' peer links (both ways and one way);
 //! - [`nemesis`]: the seeded fault schedule;
-//! - [`workload`]: the clients (context, publishers, subscribers, task workers);
+//! - [`workload`]: the clients (context, publishers, subscribers, task workers), and [`ws`]
+//!   the WebSocket connection its WebSocket subscribers open;
 //! - [`history`]: what the clients record (invoke, ok / fail / unknown, times);
 //! - [`checks`], [`wgl`], [`replicas`]: the checkers;
 //! - [`report`]: the report (`docs/chaos.md` shows one).
@@ -20,6 +21,7 @@ pub mod replicas;
 pub mod report;
 pub mod wgl;
 pub mod workload;
+pub mod ws;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
@@ -103,10 +105,12 @@ pub struct Run {
     pub recording: Recording,
 }
 
-/// The history checkers: topics, tasks and the context store's linearizability.
+/// The history checkers: topics, WebSocket subscribers, tasks and the context store's
+/// linearizability.
 pub fn check(recording: &Recording) -> Vec<Verdict> {
     vec![
         checks::topics(&recording.history, &recording.topics),
+        checks::websocket(&recording.history, &recording.topics),
         checks::tasks(&recording.history),
         checks::linearizability(&recording.history),
     ]
@@ -143,6 +147,7 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<Run> {
     let fault_end = Instant::now() + Duration::from_secs(config.fault_secs);
     let shared = Shared {
         nodes: (0..cluster.len()).map(|i| cluster.api(i).clone()).collect(),
+        token: cluster.api_key().to_string(),
         clock,
         ids: Arc::new(AtomicU64::new(0)),
         tasks: Arc::new(Mutex::new(Vec::new())),
@@ -193,7 +198,7 @@ fn clock_start(clock: &Clock) -> Instant {
     Instant::now() - Duration::from_micros(clock.now_us())
 }
 
-/// Creates the topics and the cursor subscribers' subscriptions.
+/// Creates the topics and the cursor and WebSocket subscribers' subscriptions.
 async fn setup(cluster: &Cluster, workload: &WorkloadConfig) -> anyhow::Result<()> {
     let api = cluster.api(0);
     for topic in workload.topic_names() {
@@ -206,9 +211,15 @@ async fn setup(cluster: &Cluster, workload: &WorkloadConfig) -> anyhow::Result<(
         .with_context(|| format!("creating topic {topic}"))?;
     }
     let topics = workload.topic_names();
-    for i in 0..workload.cursor_subscribers {
-        let topic = &topics[i % topics.len()];
-        let agent = WorkloadConfig::subscriber_agent(i);
+    let cursor = (0..workload.cursor_subscribers).map(|i| {
+        (
+            &topics[i % topics.len()],
+            WorkloadConfig::subscriber_agent(i),
+        )
+    });
+    let websocket = (0..workload.ws_subscribers)
+        .map(|i| (&topics[i % topics.len()], WorkloadConfig::ws_agent(i)));
+    for (topic, agent) in cursor.chain(websocket) {
         retry_until_ok(SETTLE, async || {
             let request = api
                 .request(Method::POST, &["v1", "topics", topic, "subscribe"])
@@ -257,6 +268,12 @@ fn spawn_clients(config: &ChaosConfig, shared: &Shared) -> Vec<tokio::task::Join
     }
     for _ in 0..w.task_workers {
         handles.push(tokio::spawn(next().task_worker()));
+    }
+    // Last, so the other clients keep the ids (and the seeded choices) they had before
+    // WebSocket subscribers existed.
+    for i in 0..w.ws_subscribers {
+        let topic = topics[i % topics.len()].clone();
+        handles.push(tokio::spawn(next().ws_subscriber(i, topic)));
     }
     handles
 }
@@ -337,6 +354,32 @@ fn rfc3339(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recording_saved_before_websocket_subscribers_still_loads_and_checks() {
+        // The shape `chaos --history` wrote before WebSocket subscribers were recorded.
+        let saved = r#"{
+            "history": {"ops": [
+                {"client": 1, "node": 0, "call": {"op": "publish", "topic": "t", "id": 7},
+                 "invoke_us": 10, "complete_us": 20, "invoke_wall_ms": 1,
+                 "outcome": {"type": "ok", "value": {"answer": "published", "seq": 1}}},
+                {"client": 2, "node": 1, "call": {"op": "read", "topic": "t", "subscriber": 0,
+                 "from": {"since": 0}, "limit": 100},
+                 "invoke_us": 30, "complete_us": 40, "invoke_wall_ms": 2,
+                 "outcome": {"type": "ok", "value": {"answer": "page", "items": [[1, 7]],
+                 "last_seq": 1}}}
+            ]},
+            "topics": {"t": [[1, 7]]}
+        }"#;
+        let recording: Recording = serde_json::from_str(saved).expect("an old recording loads");
+        let verdicts = check(&recording);
+        assert!(verdicts.iter().all(|v| v.passed), "{verdicts:?}");
+        let websocket = verdicts
+            .iter()
+            .find(|v| v.name == "websocket subscribers")
+            .expect("a websocket verdict");
+        assert_eq!(websocket.counts.get("connections"), None);
+    }
 
     #[test]
     fn rfc3339_formats_utc() {

@@ -6,8 +6,12 @@
 //! - subscribers follow one topic each: [`SubscriberKind::Paging`] ones with `since` alone,
 //!   [`SubscriberKind::Cursor`] ones through a subscription's server-side cursor, acknowledging
 //!   what they received and now and then resuming from the cursor. Both record their reads
-//!   as [`Delivery`] calls; a WebSocket subscriber is one more kind recording its frames the
-//!   same way (resume sequence, then the messages delivered).
+//!   as [`Delivery`] calls;
+//! - WebSocket subscribers follow one topic each over `/ws` of a random node, acknowledging
+//!   as they go; whenever the connection ends (the node died, froze or was cut off, the server
+//!   closed it, or the subscriber chose to move on) they reconnect to another node and
+//!   resubscribe right after the last message they hold with everything before it. Each
+//!   connection is one [`Call::Stream`] recording every frame delivered on it;
 //! - task workers create tasks, claim them with short leases, and complete, release, renew or
 //!   abandon what they claimed.
 
@@ -21,13 +25,24 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::history::{Answer, Call, Clock, Delivery, Op, Outcome, TaskState};
+use super::history::{Answer, Call, Clock, Delivery, Frame, Op, Outcome, TaskState};
+use super::ws::{self, Connection, Incoming, OpenError};
 use crate::client::{ApiError, NodeClient};
 
 /// Largest page a subscriber asks for.
 pub const PAGE: u32 = 100;
 /// Task ids the workers pick from: the most recently created.
 const TASK_POOL: usize = 12;
+/// A WebSocket subscriber's heartbeat: it pings, and acks what it holds, this often.
+const WS_TICK: Duration = Duration::from_millis(500);
+/// Silence (no frame, not even a `pong`) after which a WebSocket subscriber gives up on its
+/// node: frozen, or gone without closing the connection.
+const WS_SILENCE: Duration = Duration::from_secs(5);
+/// How long an `ack` may go unanswered before the subscriber moves to another node (an ack
+/// goes through the topic's leader, which a node cut off from the others cannot reach).
+const WS_ACK_TIMEOUT: Duration = Duration::from_secs(6);
+/// Shortest and longest a WebSocket subscriber stays on one node when nothing goes wrong, ms.
+const WS_STAY_MS: (u64, u64) = (2_000, 12_000);
 
 /// How many clients of each kind run.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -44,6 +59,8 @@ pub struct WorkloadConfig {
     pub paging_subscribers: usize,
     /// Subscribers reading through server-side cursors.
     pub cursor_subscribers: usize,
+    /// Subscribers following a topic over the WebSocket.
+    pub ws_subscribers: usize,
     /// Task workers.
     pub task_workers: usize,
     /// Pause between two operations of one client, ms (a random value up to this).
@@ -59,6 +76,7 @@ impl Default for WorkloadConfig {
             topics: 2,
             paging_subscribers: 2,
             cursor_subscribers: 2,
+            ws_subscribers: 2,
             task_workers: 4,
             think_ms: 40,
         }
@@ -82,6 +100,11 @@ impl WorkloadConfig {
     pub fn subscriber_agent(i: usize) -> String {
         format!("chaos-sub-{i}")
     }
+
+    /// The agent name of WebSocket subscriber `i` (its acks move this agent's cursor).
+    pub fn ws_agent(i: usize) -> String {
+        format!("chaos-ws-{i}")
+    }
 }
 
 /// How a subscriber reads its topic.
@@ -98,6 +121,8 @@ pub enum SubscriberKind {
 pub struct Shared {
     /// One client per node index.
     pub nodes: Vec<NodeClient>,
+    /// The API key WebSocket subscribers authenticate with.
+    pub token: String,
     /// The run's clock.
     pub clock: Clock,
     /// Source of run-unique values and ids.
@@ -108,6 +133,18 @@ pub struct Shared {
     pub deadline: Instant,
     /// Longest pause between two operations of a client, ms.
     pub think_ms: u64,
+}
+
+/// A WebSocket `ack` sent and not answered yet.
+struct PendingAck {
+    /// The sequence acknowledged.
+    seq: u64,
+    /// When it was sent.
+    sent: Instant,
+    /// When it was sent, µs on the run's clock.
+    invoke_us: u64,
+    /// When it was sent, wall-clock ms.
+    invoke_wall_ms: u64,
 }
 
 /// One sequential client.
@@ -305,6 +342,177 @@ impl Client {
             self.think().await;
         }
         self.ops
+    }
+
+    /// Follows `topic` over the WebSocket until the deadline as WebSocket subscriber `index`
+    /// (its agent already subscribed from the earliest message): one connection after another,
+    /// each to a node other than the last, each resuming right after the last message held
+    /// with everything before it.
+    pub async fn ws_subscriber(mut self, index: usize, topic: String) -> Vec<Op> {
+        let agent = WorkloadConfig::ws_agent(index);
+        // The highest sequence received with everything before it.
+        let mut position = 0u64;
+        let mut node = self.rng.random_range(0..self.shared.nodes.len());
+        while self.running() {
+            let from = position + 1;
+            let url = ws::url(self.shared.nodes[node].base_url());
+            let invoke_wall_ms = Clock::wall_ms();
+            let invoke_us = self.shared.clock.now_us();
+            let opened = Connection::open(&url, &self.shared.token, &topic, from, &agent).await;
+            let outcome = match opened {
+                Ok(conn) => {
+                    let subscribed_us = self.shared.clock.now_us();
+                    let stay =
+                        Duration::from_millis(self.rng.random_range(WS_STAY_MS.0..=WS_STAY_MS.1));
+                    let (frames, ended, by_client) = self
+                        .ws_session(conn, index, node, &topic, stay, &mut position)
+                        .await;
+                    Outcome::Ok(Answer::Frames {
+                        subscribed_us,
+                        frames,
+                        ended,
+                        by_client,
+                    })
+                }
+                Err(OpenError::Refused(why)) => Outcome::Fail(why),
+                Err(OpenError::NoAnswer(why)) => Outcome::Unknown(why),
+            };
+            let failed = !matches!(outcome, Outcome::Ok(_));
+            self.ops.push(Op {
+                client: self.id,
+                node,
+                call: Call::Stream {
+                    topic: topic.clone(),
+                    subscriber: index,
+                    from,
+                },
+                invoke_us,
+                complete_us: self.shared.clock.now_us(),
+                invoke_wall_ms,
+                outcome,
+            });
+            // Another node next time.
+            let n = self.shared.nodes.len();
+            node = (node + self.rng.random_range(1..n)) % n;
+            if failed {
+                self.think().await;
+            }
+        }
+        self.ops
+    }
+
+    /// Reads one subscribed connection until it ends, the subscriber has stayed `stay`, or
+    /// the run is over; acks what it holds every [`WS_TICK`]. Returns the frames delivered,
+    /// why the connection ended and whether the subscriber ended it by choice; `position`
+    /// follows the messages held with everything before them.
+    async fn ws_session(
+        &mut self,
+        mut conn: Connection,
+        index: usize,
+        node: usize,
+        topic: &str,
+        stay: Duration,
+        position: &mut u64,
+    ) -> (Vec<Frame>, String, bool) {
+        let leave_at = Instant::now() + stay;
+        let mut frames = Vec::new();
+        let mut heard = Instant::now();
+        // The ack waiting for its answer.
+        let mut pending: Option<PendingAck> = None;
+        let mut acked_to = 0u64;
+        let mut tick = tokio::time::interval(WS_TICK);
+        let (ended, by_client) = loop {
+            let incoming = tokio::select! {
+                incoming = conn.next() => incoming,
+                _ = tick.tick() => {
+                    if !self.running() {
+                        break ("run over".to_string(), true);
+                    }
+                    if Instant::now() >= leave_at {
+                        break (format!("moved on after {} ms", stay.as_millis()), true);
+                    }
+                    if heard.elapsed() > WS_SILENCE {
+                        break (format!("nothing heard for {} s", WS_SILENCE.as_secs()), false);
+                    }
+                    if pending.as_ref().is_some_and(|a| a.sent.elapsed() > WS_ACK_TIMEOUT) {
+                        break (format!("ack unanswered for {} s", WS_ACK_TIMEOUT.as_secs()), false);
+                    }
+                    let sent = if pending.is_none() && *position > acked_to {
+                        pending = Some(PendingAck {
+                            seq: *position,
+                            sent: Instant::now(),
+                            invoke_us: self.shared.clock.now_us(),
+                            invoke_wall_ms: Clock::wall_ms(),
+                        });
+                        conn.ack(*position).await
+                    } else {
+                        conn.ping().await
+                    };
+                    if let Err(e) = sent {
+                        break (e, false);
+                    }
+                    continue;
+                }
+            };
+            heard = Instant::now();
+            match incoming {
+                Incoming::Event { seq, id } => {
+                    frames.push(Frame {
+                        seq,
+                        id,
+                        at_us: self.shared.clock.now_us(),
+                    });
+                    if seq == *position + 1 {
+                        *position = seq;
+                    }
+                }
+                Incoming::Alive => {}
+                Incoming::Acked { cursor } => {
+                    if let Some(ack) = pending.take() {
+                        acked_to = ack.seq;
+                        let outcome = Outcome::Ok(Answer::Acked { cursor });
+                        self.ws_ack(index, node, topic, ack, outcome);
+                    }
+                }
+                Incoming::Refused(why) => {
+                    if let Some(ack) = pending.take() {
+                        self.ws_ack(index, node, topic, ack, Outcome::Fail(why.clone()));
+                    }
+                    // A refused ack: this node cannot reach the topic's leader; try another.
+                    break (format!("refused: {why}"), false);
+                }
+                Incoming::Ended(why) => break (why, false),
+            }
+        };
+        if let Some(ack) = pending.take() {
+            self.ws_ack(index, node, topic, ack, Outcome::Unknown(ended.clone()));
+        }
+        conn.close().await;
+        (frames, ended, by_client)
+    }
+
+    /// Records `ack` of WebSocket subscriber `index`, answered (or given up) now.
+    fn ws_ack(
+        &mut self,
+        index: usize,
+        node: usize,
+        topic: &str,
+        ack: PendingAck,
+        outcome: Outcome,
+    ) {
+        self.ops.push(Op {
+            client: self.id,
+            node,
+            call: Call::StreamAck {
+                topic: topic.to_string(),
+                subscriber: index,
+                seq: ack.seq,
+            },
+            invoke_us: ack.invoke_us,
+            complete_us: self.shared.clock.now_us(),
+            invoke_wall_ms: ack.invoke_wall_ms,
+            outcome,
+        });
     }
 
     /// Creates, claims and finishes tasks until the deadline, as agent `chaos-worker-<id>`.
