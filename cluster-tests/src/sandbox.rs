@@ -486,7 +486,8 @@ impl Cluster {
     }
 
     /// Sends SIGTERM to node `index` and waits for it to exit (SIGKILL and an error if it has
-    /// not exited within 30 s).
+    /// not exited within 30 s). A graceful stop must end with status 0: a node that crashes
+    /// while shutting down is an error.
     pub async fn stop(&mut self, index: usize) -> anyhow::Result<()> {
         let node = &mut self.nodes[index];
         let Some(mut child) = node.child.take() else {
@@ -508,6 +509,11 @@ impl Cluster {
         match waited {
             Ok(status) => {
                 info!(index, node_id = node.info.node_id, %status, "node stopped");
+                ensure!(
+                    status.success(),
+                    "node {index} ended with {status} after SIGTERM\n{}",
+                    log_tails(&node.data_dir)
+                );
                 Ok(())
             }
             Err(error) => {

@@ -102,7 +102,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         snapshot_after_logs: config.snapshot_after_logs,
         sync_wal: true,
     };
-    let groups = Groups::new(node_id, db, peers.clone(), &settings)?;
+    let groups = Groups::new(node_id, db.clone(), peers.clone(), &settings)?;
     let meta_raft = groups.ensure(META_GROUP).await?;
     // Shards this node held before a restart come back before it serves.
     for shard in groups
@@ -190,7 +190,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(node = node_id, "shutting down");
     groups.shutdown().await;
     peer_task.abort();
-    Ok(())
+    db.sync_and_quiesce()
+        .context("syncing the database at shutdown")?;
+    tracing::info!(node = node_id, "stopped");
+    // End here, without unwinding the runtime or running exit handlers: tasks and the fsync
+    // thread still hold the database, and C++ static destructors tearing RocksDB's thread pools
+    // down under an open database abort or crash the process (seen on graceful restarts under
+    // load). Everything acknowledged is in the synced WAL, as after `kill -9`, which Conclave
+    // is built to survive; stderr, where logs go, is unbuffered.
+    // SAFETY: `_exit` ends the process at once; nothing after it runs.
+    unsafe { libc::_exit(0) }
 }
 
 /// Asks the cluster at `join` for an id, retrying while it is unreachable or electing.

@@ -41,6 +41,15 @@ impl Db {
         })
     }
 
+    /// Makes everything written so far durable (a synced WAL) and stops RocksDB's background
+    /// flushes and compactions, waiting for running ones: what a process must do before it
+    /// ends while other threads may still hold the database open.
+    pub fn sync_and_quiesce(&self) -> std::io::Result<()> {
+        self.inner.flush_wal(true).map_err(io_err)?;
+        self.inner.cancel_all_background_work(true);
+        Ok(())
+    }
+
     pub(crate) fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
         self.inner
             .cf_handle(name)
