@@ -9,16 +9,25 @@
 //! every agent stored online as freshly seen (a full grace period) rather than flipping it
 //! offline at once.
 //!
+//! The timeout is the agent's workspace's `presence_timeout_secs` setting, read from this
+//! node's meta replica, or the node's own setting while the workspace has none
+//! ([`PresenceTimeouts`]). An actor reads it again on every heartbeat and check, and the
+//! router's 1 s tick pokes the actors of a workspace whose timeout changed, so a change applies
+//! within about a second, to agents already online too: a shorter timeout can send an agent
+//! offline at once if it has been silent longer than the new value.
+//!
 //! The decisions are made by [`Presence`], a plain struct driven by an injected clock; the actor
-//! around it only reads the stored status, proposes and arms timers. The registry's two maps
-//! (actors, last-seen times) are never locked at the same time.
+//! around it only reads the stored status, proposes and arms timers. The registry's maps
+//! (actors, last-seen times, timeouts told) are never locked at the same time, and the meta
+//! lock is taken only with none of them held.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use conclave_raft::command::{now_ms, Command, Proposal, Response};
 use conclave_raft::error::{CoreError, ErrorCode};
+use conclave_raft::meta::MetaState;
 use conclave_raft::shard::{query, Agent, AgentStatus};
 use conclave_raft::storage::{Db, GroupKv};
 use conclave_raft::{GroupId, Raft, ShardCommand, ShardQuery, ShardReadResult, ShardResponse};
@@ -70,6 +79,25 @@ impl Presence {
     /// The last heartbeat (or adoption) time, ms.
     pub fn last_seen(&self) -> Option<u64> {
         self.last_seen
+    }
+
+    /// Changes the timeout. When that moves the deadline before the pending timer, returns
+    /// the new deadline to arm a timer for (a later deadline needs none: the pending timer's
+    /// check waits on).
+    pub fn set_timeout(&mut self, timeout: Duration) -> Option<u64> {
+        let timeout_ms = timeout.as_millis() as u64;
+        if timeout_ms == self.timeout_ms {
+            return None;
+        }
+        self.timeout_ms = timeout_ms;
+        let deadline = self.last_seen? + timeout_ms;
+        match self.armed_until {
+            Some(armed) if armed > deadline => {
+                self.armed_until = Some(deadline);
+                Some(deadline)
+            }
+            _ => None,
+        }
     }
 
     /// A heartbeat at `now`, with the agent's `stored` status. Returns what to do and, when
@@ -140,6 +168,38 @@ pub enum PresenceMsg {
 /// show a heartbeat that was never written.
 type SeenMap = Arc<Mutex<HashMap<PresenceKey, u64>>>;
 
+/// The presence timeout of each workspace: its `presence_timeout_secs` setting in this node's
+/// meta replica, else the node's own setting.
+#[derive(Clone)]
+pub struct PresenceTimeouts {
+    node: Duration,
+    meta: Arc<RwLock<MetaState>>,
+}
+
+impl PresenceTimeouts {
+    /// Timeouts read from `meta`, `node` where a workspace sets none (or is not known here).
+    pub fn new(node: Duration, meta: Arc<RwLock<MetaState>>) -> Self {
+        Self { node, meta }
+    }
+
+    /// The node's own setting.
+    pub fn node(&self) -> Duration {
+        self.node
+    }
+
+    /// The timeout of `ws`'s agents.
+    pub fn of(&self, ws: &str) -> Duration {
+        let set = self
+            .meta
+            .read()
+            .expect("meta lock")
+            .workspaces
+            .get(ws)
+            .and_then(|w| w.settings.presence_timeout_secs);
+        set.map_or(self.node, Duration::from_secs)
+    }
+}
+
 /// The presence actor of one agent.
 struct PresenceActor;
 
@@ -148,7 +208,7 @@ struct PresenceArgs {
     key: PresenceKey,
     raft: Raft,
     db: Db,
-    timeout: Duration,
+    timeouts: PresenceTimeouts,
     seen: SeenMap,
     actors: Arc<Mutex<HashMap<PresenceKey, ActorRef<PresenceMsg>>>>,
 }
@@ -209,7 +269,17 @@ impl PresenceState {
         myself.send_after(wait, || PresenceMsg::Check);
     }
 
+    /// Takes the workspace's current timeout, arming an earlier timer if it moved the deadline
+    /// forward.
+    fn retime(&mut self, myself: &ActorRef<PresenceMsg>) {
+        let timeout = self.args.timeouts.of(&self.args.key.1);
+        if let Some(at) = self.core.set_timeout(timeout) {
+            Self::arm(myself, at);
+        }
+    }
+
     async fn heartbeat(&mut self, myself: &ActorRef<PresenceMsg>) -> Result<Agent, CoreError> {
+        self.retime(myself);
         let stored = self.stored()?;
         let now = now_ms();
         let (action, arm) = self.core.heartbeat(now, stored.as_ref().map(|a| a.status));
@@ -231,6 +301,7 @@ impl PresenceState {
 
     /// Runs a check; `true` when the actor should stop.
     async fn check(&mut self, myself: &ActorRef<PresenceMsg>) -> bool {
+        self.retime(myself);
         let stored = match self.stored() {
             Ok(s) => s.map(|a| a.status),
             Err(e) => {
@@ -275,7 +346,7 @@ impl Actor for PresenceActor {
         args: PresenceArgs,
     ) -> Result<PresenceState, ActorProcessingErr> {
         Ok(PresenceState {
-            core: Presence::new(args.timeout),
+            core: Presence::new(args.timeouts.of(&args.key.1)),
             args,
         })
     }
@@ -332,24 +403,73 @@ impl Actor for PresenceActor {
 /// The presence actors of this node.
 #[derive(Clone)]
 pub struct PresenceRegistry {
-    timeout: Duration,
+    timeouts: PresenceTimeouts,
     actors: Arc<Mutex<HashMap<PresenceKey, ActorRef<PresenceMsg>>>>,
     seen: SeenMap,
+    /// The timeout each workspace with actors had at the last [`PresenceRegistry::retime`].
+    told: Arc<Mutex<HashMap<String, Duration>>>,
 }
 
 impl PresenceRegistry {
-    /// A registry whose agents go offline after `timeout` without a heartbeat.
-    pub fn new(timeout: Duration) -> Self {
+    /// A registry whose agents go offline after their workspace's timeout without a heartbeat.
+    pub fn new(timeouts: PresenceTimeouts) -> Self {
         Self {
-            timeout,
+            timeouts,
             actors: Arc::default(),
             seen: Arc::default(),
+            told: Arc::default(),
         }
     }
 
-    /// The presence timeout.
-    pub fn timeout(&self) -> Duration {
-        self.timeout
+    /// The presence timeouts.
+    pub fn timeouts(&self) -> &PresenceTimeouts {
+        &self.timeouts
+    }
+
+    /// Pokes the actors of every workspace whose timeout changed since the last call, so they
+    /// re-arm their timers by it; returns how many were poked.
+    ///
+    /// A workspace seen for the first time counts as changed: its actors may have started
+    /// before a change this registry never saw.
+    pub fn retime(&self) -> usize {
+        let workspaces: HashSet<String> = self
+            .actors
+            .lock()
+            .expect("presence lock")
+            .keys()
+            .map(|(_, ws, _)| ws.clone())
+            .collect();
+        let now: HashMap<String, Duration> = workspaces
+            .into_iter()
+            .map(|ws| {
+                let t = self.timeouts.of(&ws);
+                (ws, t)
+            })
+            .collect();
+        let changed: HashSet<String> = {
+            let mut told = self.told.lock().expect("told lock");
+            let changed = now
+                .iter()
+                .filter(|(ws, t)| told.get(*ws) != Some(*t))
+                .map(|(ws, _)| ws.clone())
+                .collect();
+            *told = now;
+            changed
+        };
+        if changed.is_empty() {
+            return 0;
+        }
+        let poke: Vec<ActorRef<PresenceMsg>> = self
+            .actors
+            .lock()
+            .expect("presence lock")
+            .iter()
+            .filter(|((_, ws, _), _)| changed.contains(ws))
+            .map(|(_, a)| a.clone())
+            .collect();
+        poke.iter()
+            .filter(|a| a.send_message(PresenceMsg::Check).is_ok())
+            .count()
     }
 
     async fn get_or_spawn(
@@ -365,7 +485,7 @@ impl PresenceRegistry {
             key: key.clone(),
             raft: raft.clone(),
             db: db.clone(),
-            timeout: self.timeout,
+            timeouts: self.timeouts.clone(),
             seen: self.seen.clone(),
             actors: self.actors.clone(),
         };
@@ -583,6 +703,75 @@ mod tests {
             CheckAction::Stop
         );
         assert_eq!(p.check(10_000, None), CheckAction::Stop);
+    }
+
+    #[test]
+    fn a_shorter_timeout_moves_the_pending_deadline_forward() {
+        let mut sim = Sim::new(Some(AgentStatus::Offline));
+        sim.heartbeat(0);
+        assert_eq!(sim.timer, Some(10_000));
+        // The workspace's timeout drops to 5 s: a timer is armed for the earlier deadline.
+        assert_eq!(sim.core.set_timeout(Duration::from_secs(5)), Some(5_000));
+        sim.timer = Some(5_000);
+        sim.run_until(4_999);
+        assert_eq!(sim.proposals, vec![true]);
+        sim.run_until(5_000);
+        assert_eq!(sim.proposals, vec![true, false]);
+        // The same value again changes nothing.
+        assert_eq!(sim.core.set_timeout(Duration::from_secs(5)), None);
+    }
+
+    #[test]
+    fn a_longer_timeout_keeps_an_agent_online_past_the_old_deadline() {
+        let mut sim = Sim::new(Some(AgentStatus::Offline));
+        sim.heartbeat(0);
+        // No earlier timer is needed: the pending one finds the new deadline and waits on.
+        assert_eq!(sim.core.set_timeout(Duration::from_secs(60)), None);
+        sim.run_until(59_999);
+        assert_eq!(sim.proposals, vec![true]);
+        assert_eq!(sim.timer, Some(60_000));
+        sim.run_until(60_000);
+        assert_eq!(sim.proposals, vec![true, false]);
+    }
+
+    #[test]
+    fn an_agent_silent_past_a_new_shorter_timeout_goes_offline_at_the_next_check() {
+        let mut p = Presence::new(Duration::from_secs(60));
+        p.heartbeat(0, Some(AgentStatus::Online));
+        assert_eq!(p.set_timeout(Duration::from_secs(5)), Some(5_000));
+        assert_eq!(
+            p.check(20_000, Some(AgentStatus::Online)),
+            CheckAction::ProposeOffline
+        );
+    }
+
+    #[test]
+    fn a_workspace_timeout_overrides_the_node_one_and_changes_live() {
+        let meta = Arc::new(RwLock::new(MetaState::default()));
+        let timeouts = PresenceTimeouts::new(TIMEOUT, meta.clone());
+        assert_eq!(timeouts.of("w"), TIMEOUT, "unknown workspace: the node's");
+        let ws = conclave_raft::meta::Workspace {
+            id: "w".into(),
+            name: "w".into(),
+            created_at: 0,
+            tenant: "t".into(),
+            settings: Default::default(),
+        };
+        meta.write().unwrap().workspaces.insert("w".into(), ws);
+        assert_eq!(timeouts.of("w"), TIMEOUT, "not set: the node's");
+        let set = |secs| {
+            let mut m = meta.write().unwrap();
+            m.workspaces
+                .get_mut("w")
+                .unwrap()
+                .settings
+                .presence_timeout_secs = secs;
+        };
+        set(Some(5));
+        assert_eq!(timeouts.of("w"), Duration::from_secs(5));
+        assert_eq!(timeouts.of("v"), TIMEOUT);
+        set(None);
+        assert_eq!(timeouts.of("w"), TIMEOUT);
     }
 
     #[test]

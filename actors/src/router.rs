@@ -28,7 +28,7 @@ use tokio::sync::Semaphore;
 
 use crate::entity_actor::{actor_key, ActorRegistry, EntityMsg};
 use crate::forwarder::{ForwardError, Forwarder};
-use crate::presence::PresenceRegistry;
+use crate::presence::{PresenceRegistry, PresenceTimeouts};
 use crate::request::{ClientRequest, ClientResponse, ForwardResult};
 
 /// Router limits.
@@ -40,7 +40,8 @@ pub struct RouterSettings {
     pub max_inflight_per_shard: usize,
     /// How long a request waits for an in-flight slot before it is refused as overloaded.
     pub queue_wait: Duration,
-    /// An online agent with no heartbeat for this long goes offline.
+    /// An online agent with no heartbeat for this long goes offline, unless its workspace
+    /// sets its own `presence_timeout_secs`.
     pub presence_timeout: Duration,
 }
 
@@ -75,10 +76,11 @@ impl Router {
         forwarder: Arc<dyn Forwarder>,
         settings: RouterSettings,
     ) -> Arc<Self> {
+        let timeouts = PresenceTimeouts::new(settings.presence_timeout, groups.meta().clone());
         let router = Arc::new(Self {
             groups,
             actors: ActorRegistry::default(),
-            presence: PresenceRegistry::new(settings.presence_timeout),
+            presence: PresenceRegistry::new(timeouts),
             led: Mutex::default(),
             forwarder,
             settings,
@@ -105,9 +107,14 @@ impl Router {
         router
     }
 
-    /// Stops presence actors of shards no longer led, and on shards newly led adopts the
-    /// agents stored online (each gets a full presence timeout from now).
+    /// Stops presence actors of shards no longer led, on shards newly led adopts the agents
+    /// stored online (each gets a full presence timeout from now), and pokes the actors of
+    /// workspaces whose presence timeout changed.
     fn presence_tick(&self) {
+        let poked = self.presence.retime();
+        if poked > 0 {
+            tracing::debug!(actors = poked, "presence timeout changed");
+        }
         let led: HashSet<GroupId> = self
             .groups
             .hosted()
@@ -139,9 +146,14 @@ impl Router {
         }
     }
 
-    /// The presence timeout of agents.
-    pub fn presence_timeout(&self) -> Duration {
-        self.presence.timeout()
+    /// The presence timeout of `ws`'s agents: the workspace's setting, else this node's.
+    pub fn presence_timeout(&self, ws: &str) -> Duration {
+        self.presence.timeouts().of(ws)
+    }
+
+    /// This node's presence timeout, for workspaces that set none.
+    pub fn node_presence_timeout(&self) -> Duration {
+        self.presence.timeouts().node()
     }
 
     /// This node's groups.

@@ -4,6 +4,7 @@
 pub mod a2a;
 pub mod audit;
 pub mod auth;
+pub mod calendar;
 pub mod error;
 pub mod live;
 pub mod mcp;

@@ -11,8 +11,8 @@ use utoipa::openapi::{RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::validate::{
-    AgentNameString, AgentRefString, DigitsCursorString, IdempotencyKeyString, KeyString,
-    NameString, TopicAclCursorString,
+    AgentNameString, AgentRefString, DateString, DigitsCursorString, IdempotencyKeyString,
+    KeyString, NameString, TopicAclCursorString, UsageCursorString,
 };
 
 /// Name of the bearer security scheme in the document.
@@ -41,6 +41,8 @@ const PUBLIC_PATHS: &[&str] = &["/healthz", "/readyz"];
         DigitsCursorString,
         TopicAclCursorString,
         IdempotencyKeyString,
+        DateString,
+        UsageCursorString,
     ))
 )]
 pub struct ApiDoc;

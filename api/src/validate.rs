@@ -110,6 +110,29 @@ string_schema!(
     19
 );
 
+string_schema!(
+    /// A usage page cursor: `<day number>:<key id>`.
+    UsageCursorString,
+    r"^[0-9]{1,10}:[A-Za-z0-9._:-]{1,128}$",
+    139
+);
+
+/// A UTC calendar day, `YYYY-MM-DD` (see [`crate::calendar::parse_date`]).
+pub struct DateString;
+
+impl utoipa::PartialSchema for DateString {
+    fn schema() -> RefOr<Schema> {
+        use utoipa::openapi::schema::{KnownFormat, SchemaFormat};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Date)))
+            .pattern(Some(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for DateString {}
+
 /// The prefix of an agent address.
 pub const AGENT_PREFIX: &str = "agent:";
 

@@ -1,8 +1,10 @@
 //! The activity feed and usage figures on a three-node cluster, requests spread over the nodes:
 //! the feed lists every successful change made through any node, newest first, typed; usage
-//! counts what is stored, and still does after a node is killed.
+//! counts what is stored, and still does after a node is killed; it breaks mutating calls down
+//! per API key and UTC day, over a checked range of days.
 //! Run `cargo build -p conclave-node` first.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
@@ -144,5 +146,174 @@ async fn activity_lists_changes_and_usage_counts_what_is_stored() -> Result<()> 
         u["agents"] == 1 && u["topic_messages"] == 3 && u["api_calls"] == 9,
         "{u}"
     );
+    Ok(())
+}
+
+/// `(key_id, calls, errors, server_errors)` summed over the days of `rows`, by key.
+fn per_key(rows: &[Value]) -> Result<BTreeMap<String, (u64, u64, u64)>> {
+    let mut out: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+    for r in rows {
+        let key = r["key_id"].as_str().context("key_id")?.to_string();
+        let e = out.entry(key).or_default();
+        e.0 += r["calls"].as_u64().context("calls")?;
+        e.1 += r["errors"].as_u64().context("errors")?;
+        e.2 += r["server_errors"].as_u64().context("server_errors")?;
+    }
+    Ok(out)
+}
+
+/// Every breakdown row of `/v1/usage` with `query`, following `daily.next_cursor` page by page.
+async fn daily_rows(c: &NodeClient, query: &[(&str, &str)], limit: usize) -> Result<Vec<Value>> {
+    let mut rows = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut q: Vec<(&str, String)> = query.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        q.push(("limit", limit.to_string()));
+        if let Some(c) = &cursor {
+            q.push(("cursor", c.clone()));
+        }
+        let u = expect(usage(c).query(&q), 200).await?;
+        let items = u["daily"]["items"].as_array().context("daily.items")?;
+        ensure!(items.len() <= limit, "page too long: {u}");
+        rows.extend(items.iter().cloned());
+        match u["daily"]["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => return Ok(rows),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_counts_calls_per_key_and_day() -> Result<()> {
+    let mut cluster = Cluster::builder().nodes(3).start().await?;
+    let (n0, n1) = (cluster.api(0).clone(), cluster.api(1).clone());
+    let me = expect(n0.request(Method::GET, &["v1", "session", "me"]), 200).await?;
+    let admin_id = me["key"]["id"]
+        .as_str()
+        .context("admin key id")?
+        .to_string();
+
+    // A second key; calls by both keys through every node, some refused.
+    let key = expect(
+        post(
+            &n0,
+            &["v1", "api-keys"],
+            json!({"name": "w", "scope": "full"}),
+        ),
+        201,
+    )
+    .await?;
+    let writer_id = key["id"].as_str().context("key id")?.to_string();
+    let writers: Vec<NodeClient> = (0..3)
+        .map(|i| cluster.api_with_key(i, key["key"].as_str()))
+        .collect::<Result<_>>()?;
+    for w in &writers {
+        wait_key_usable(w).await?;
+    }
+    for (i, w) in writers.iter().enumerate() {
+        let path = format!("k{i}");
+        expect(
+            w.request(Method::PUT, &["v1", "context", &path])
+                .json(&json!({"value": i})),
+            200,
+        )
+        .await?;
+    }
+    expect(
+        post(&writers[1], &["v1", "topics"], json!({"name": ""})),
+        400,
+    )
+    .await?;
+    expect(post(&n1, &["v1", "topics"], json!({"name": "news"})), 201).await?;
+    expect(
+        n1.request(Method::DELETE, &["v1", "context", "nothing"]),
+        404,
+    )
+    .await?;
+    // Reads are not counted.
+    expect(n1.request(Method::GET, &["v1", "context", "k0"]), 200).await?;
+
+    // The default range ends today and holds every call (the test may straddle midnight UTC,
+    // so counts are summed over the days). The admin key: the key creation, the topic, the
+    // refused delete; the writer: three puts and a refused create.
+    let want = BTreeMap::from([
+        (admin_id.clone(), (3, 1, 0)),
+        (writer_id.clone(), (4, 1, 0)),
+    ]);
+    let u = expect(usage(&n0), 200).await?;
+    let rows = u["daily"]["items"].as_array().context("items")?.clone();
+    ensure!(per_key(&rows)? == want, "{u}");
+    ensure!(u["api_calls"] == 7, "the totals stay as they were: {u}");
+    let (from, to) = (
+        u["daily"]["from"].as_str().context("from")?.to_string(),
+        u["daily"]["to"].as_str().context("to")?.to_string(),
+    );
+    ensure!(from < to && u["daily"]["next_cursor"].is_null(), "{u}");
+    ensure!(
+        rows.iter()
+            .all(|r| r["day"].as_str().is_some_and(|d| *d >= *from && *d <= *to)),
+        "{u}"
+    );
+
+    // One key, one page at a time, through another node: the same rows.
+    let range = [("from", from.as_str()), ("to", to.as_str())];
+    ensure!(daily_rows(&n1, &range, 1).await? == rows, "paged");
+    let mine = daily_rows(&n1, &[("key_id", writer_id.as_str())], 1).await?;
+    ensure!(
+        per_key(&mine)? == BTreeMap::from([(writer_id.clone(), (4, 1, 0))]),
+        "{mine:?}"
+    );
+    // A range before any call is empty, and says which range it is.
+    let old = expect(
+        usage(&n1).query(&[("from", "2001-02-03"), ("to", "2001-02-03")]),
+        200,
+    )
+    .await?;
+    ensure!(
+        old["daily"]["from"] == "2001-02-03"
+            && old["daily"]["items"] == json!([])
+            && old["api_calls"] == 7,
+        "{old}"
+    );
+
+    // Given one end, the range is the 30 days from it.
+    let from_only = expect(usage(&n1).query(&[("from", "2001-02-03")]), 200).await?;
+    ensure!(
+        from_only["daily"]["to"] == "2001-03-04",
+        "{}",
+        from_only["daily"]
+    );
+
+    // Bad ranges and cursors are refused with 400.
+    for bad in [
+        vec![("from", "2024-13-01")],
+        vec![("to", "yesterday")],
+        vec![("from", "2024-02-30")],
+        vec![("from", "2024-03-02"), ("to", "2024-03-01")],
+        vec![("from", "2023-01-01"), ("to", "2024-01-02")],
+        vec![("key_id", "no such key!")],
+        vec![("cursor", "x")],
+        vec![("limit", "0")],
+    ] {
+        expect(usage(&n1).query(&bad), 400)
+            .await
+            .with_context(|| format!("{bad:?}"))?;
+    }
+    // The longest range is accepted.
+    expect(
+        usage(&n1).query(&[("from", "2023-01-01"), ("to", "2024-01-01")]),
+        200,
+    )
+    .await?;
+
+    // The counters are replicated: the same through the survivors after a node is killed.
+    cluster.kill(0)?;
+    let again = wait_for("usage after the kill", RECOVER, async || {
+        let (status, body) = send(usage(&n1)).await?;
+        Ok((status == 200).then_some(body))
+    })
+    .await?;
+    let rows = again["daily"]["items"].as_array().context("items")?;
+    ensure!(per_key(rows)? == want, "{again}");
     Ok(())
 }

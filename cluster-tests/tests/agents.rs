@@ -832,3 +832,119 @@ async fn wait_for_agent_leader(cluster: &Cluster, via: usize) -> Result<u64> {
     })
     .await
 }
+
+/// A heartbeat of `agent` through `client` that must succeed; returns its `timeout_secs`.
+async fn heartbeat(client: &NodeClient, agent: &str) -> Result<u64> {
+    let hb = expect(
+        client,
+        Method::POST,
+        &["v1", "agents", agent, "heartbeat"],
+        &[],
+        None,
+        200,
+    )
+    .await?;
+    hb["timeout_secs"].as_u64().context("timeout_secs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_follows_the_workspace_timeout_and_its_changes() -> Result<()> {
+    let cluster = Cluster::builder()
+        .nodes(3)
+        .env("CONCLAVE_PRESENCE_TIMEOUT_SECS", "3")
+        .start()
+        .await?;
+    let home = cluster.api(0);
+
+    // A workspace that sets a long timeout; the bootstrap workspace sets none, so the nodes'
+    // 3 s applies there, and both show what applies.
+    let created = expect(
+        cluster.api(1),
+        Method::POST,
+        &["v1", "workspaces"],
+        &[],
+        Some(json!({ "name": "patient", "settings": { "presence_timeout_secs": 3600 } })),
+        201,
+    )
+    .await?;
+    ensure!(
+        created["workspace"]["settings"]["presence_timeout_secs"] == 3600,
+        "{created}"
+    );
+    let ws_b = created["workspace"]["id"]
+        .as_str()
+        .context("id")?
+        .to_string();
+    let secret = created["admin_key"]["key"].as_str().context("key")?;
+    let b: Vec<NodeClient> = (0..3)
+        .map(|i| cluster.api_with_key(i, Some(secret)))
+        .collect::<Result<_>>()?;
+    for client in &b {
+        conclave_cluster_tests::http::wait_key_usable(client).await?;
+    }
+    let own = cluster.workspace_id().to_string();
+    let shown = expect(
+        home,
+        Method::GET,
+        &["v1", "workspaces", &own],
+        &[],
+        None,
+        200,
+    )
+    .await?;
+    ensure!(shown["settings"]["presence_timeout_secs"] == 3, "{shown}");
+
+    // Both agents heartbeat, the patient one first; each answer names its workspace's timeout.
+    register(&b[0], "patient").await?;
+    register(home, "quiet").await?;
+    ensure!(heartbeat(&b[1], "patient").await? == 3600);
+    ensure!(heartbeat(cluster.api(2), "quiet").await? == 3);
+
+    // The quiet agent goes offline after the nodes' 3 s, twice over; by then the patient one
+    // has been silent for more than 6 s and is still online: its workspace's timeout applies.
+    for round in 0..2 {
+        if round > 0 {
+            heartbeat(cluster.api(1), "quiet").await?;
+        }
+        wait_until(
+            "quiet to go offline after the node timeout",
+            WAIT,
+            async || Ok(agent_names(cluster.api(0), Some("offline"), 10).await? == ["quiet"]),
+        )
+        .await?;
+    }
+    for client in &b {
+        ensure!(agent_names(client, Some("online"), 10).await? == ["patient"]);
+    }
+
+    // Lowering the workspace's timeout takes effect without a restart, on the agent already
+    // online: silent for longer than the new 5 s, it goes offline within about a second.
+    let patched = expect(
+        &b[2],
+        Method::PATCH,
+        &["v1", "workspaces", &ws_b, "settings"],
+        &[],
+        Some(json!({ "presence_timeout_secs": 5 })),
+        200,
+    )
+    .await?;
+    ensure!(
+        patched["settings"]["presence_timeout_secs"] == 5,
+        "{patched}"
+    );
+    for client in &b {
+        wait_until("patient to go offline after the change", WAIT, async || {
+            Ok(agent_names(client, Some("offline"), 10).await? == ["patient"])
+        })
+        .await?;
+        ensure!(agent_names(client, Some("online"), 10).await?.is_empty());
+    }
+    // Heartbeats now answer the new timeout on every node.
+    for client in &b {
+        wait_until("every node to serve the new timeout", WAIT, async || {
+            Ok(heartbeat(client, "patient").await? == 5)
+        })
+        .await?;
+    }
+    Ok(())
+}

@@ -38,7 +38,8 @@ pub struct Config {
     pub election_max_ms: u64,
     /// A node silent this long has its replicas re-created elsewhere, seconds.
     pub dead_node_timeout_secs: u64,
-    /// An online agent with no heartbeat for this long goes offline, seconds.
+    /// An online agent with no heartbeat for this long goes offline, seconds, in workspaces
+    /// that set no `presence_timeout_secs` of their own.
     pub presence_timeout_secs: u64,
     /// Log entries since a group's last snapshot that trigger a new one (and let older logs go).
     pub snapshot_after_logs: u64,

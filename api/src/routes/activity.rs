@@ -6,7 +6,9 @@
 //! makes by itself (a presence timeout, a lease expiry, retention) are not in it.
 //!
 //! Usage is measured on every shard from the stored rows (`conclave_raft::shard::usage`) and
-//! summed, so it is exact at the moment of the request.
+//! summed, so it is exact at the moment of the request. Its breakdown of mutating calls per API
+//! key and UTC day is read from the counters the audit append keeps on the workspace's audit
+//! shard (`conclave_raft::shard::key_usage`); reads are not counted.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +17,7 @@ use axum::Json;
 use conclave_actors::{ClientRequest, ClientResponse};
 use conclave_raft::meta::Scope;
 use conclave_raft::shard::audit::{event_type, AuditEntry, AuditFilter};
+use conclave_raft::shard::key_usage::{self, KeyDayUsage};
 use conclave_raft::shard::usage::Usage;
 use conclave_raft::{ShardQuery, ShardReadResult};
 use serde::{Deserialize, Serialize};
@@ -24,9 +27,15 @@ use utoipa_axum::routes;
 
 use super::{run, scatter, shard, unexpected, Page};
 use crate::auth::Caller;
-use crate::error::{ApiQuery, ApiResult};
+use crate::calendar::{format_date, parse_date};
+use crate::error::{ApiError, ApiQuery, ApiResult};
 use crate::state::AppState;
-use crate::validate::{self, DigitsCursorString};
+use crate::validate::{self, DateString, DigitsCursorString, NameString, UsageCursorString};
+
+/// Days one usage request may span, both ends included.
+pub const MAX_USAGE_DAYS: i64 = 366;
+/// Days a usage request spans when it gives no `from`, both ends included.
+pub const DEFAULT_USAGE_DAYS: i64 = 30;
 
 const TAG: &str = "Activity";
 
@@ -129,6 +138,71 @@ async fn activity(
     }
 }
 
+/// `?from=&to=&key_id=&limit=&cursor=` of `GET /v1/usage`: the range of the per-key, per-day
+/// breakdown.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct UsageQuery {
+    /// First UTC day of the breakdown, `YYYY-MM-DD` (default: 29 days before `to`, or before
+    /// today when neither is given).
+    #[param(value_type = Option<DateString>)]
+    from: Option<String>,
+    /// Last UTC day of the breakdown, included, `YYYY-MM-DD` (default: 29 days after `from`,
+    /// or today when neither is given). At most 366 days from `from`, both included.
+    #[param(value_type = Option<DateString>)]
+    to: Option<String>,
+    /// Only this API key's calls (its id).
+    #[param(value_type = Option<NameString>)]
+    key_id: Option<String>,
+    /// Rows of the breakdown per page, 1 to 1000 (default 1000).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<usize>,
+    /// `daily.next_cursor` of the previous page (same range and key).
+    #[param(value_type = Option<UsageCursorString>)]
+    cursor: Option<String>,
+}
+
+/// One API key's mutating calls on one UTC day.
+#[derive(Serialize, ToSchema)]
+pub(super) struct KeyDayView {
+    /// The UTC day, `YYYY-MM-DD`.
+    day: String,
+    /// The API key.
+    key_id: String,
+    /// Mutating calls (REST and MCP) it made that day.
+    calls: u64,
+    /// Of those, calls answered with an error (4xx or 5xx).
+    errors: u64,
+    /// Of those, calls answered with a server error (5xx).
+    server_errors: u64,
+}
+
+impl From<KeyDayUsage> for KeyDayView {
+    fn from(u: KeyDayUsage) -> Self {
+        Self {
+            day: format_date(i64::try_from(u.day).unwrap_or(i64::MAX)),
+            key_id: u.key_id,
+            calls: u.count.calls,
+            errors: u.count.errors,
+            server_errors: u.count.server_errors,
+        }
+    }
+}
+
+/// Mutating calls per API key and UTC day over a range of days.
+#[derive(Serialize, ToSchema)]
+pub(super) struct DailyUsageView {
+    /// First day of the range, `YYYY-MM-DD`.
+    from: String,
+    /// Last day of the range, included, `YYYY-MM-DD`.
+    to: String,
+    /// Every key with calls on a day of the range, by day then key id (days and keys without
+    /// calls are left out).
+    items: Vec<KeyDayView>,
+    /// Pass as `cursor` (with the same range and key) for the rest; `null` when there is none.
+    next_cursor: Option<String>,
+}
+
 /// A workspace's usage.
 #[derive(Serialize, ToSchema)]
 pub(super) struct UsageView {
@@ -164,15 +238,96 @@ pub(super) struct UsageView {
     audit_entries: u64,
     /// Bytes of the workspace's stored data (keys and values, one replica, before compression).
     storage_bytes: u64,
+    /// `api_calls` broken down per API key and UTC day, over the requested range (kept for
+    /// the last 400 days, whatever the audit log's retention).
+    daily: DailyUsageView,
 }
 
-/// Usage figures of the caller's workspace, measured from the stored data of every shard
-/// (admin keys only).
-#[utoipa::path(get, path = "/v1/usage", tag = TAG,
+/// The breakdown's range and position, checked.
+struct DailyRange {
+    from: i64,
+    to: i64,
+    key_id: Option<String>,
+    after: Option<(u64, String)>,
+    limit: usize,
+}
+
+impl DailyRange {
+    fn parse(q: UsageQuery, today: i64) -> ApiResult<Self> {
+        let date = |field: &str, v: Option<&str>| {
+            v.map(|t| {
+                parse_date(t).ok_or_else(|| {
+                    ApiError::bad_request(format!("{field} must be a date, YYYY-MM-DD"))
+                })
+            })
+            .transpose()
+        };
+        // A missing end is 30 days from the other one; with neither, the 30 days to today.
+        let span = DEFAULT_USAGE_DAYS - 1;
+        let (from, to) = match (
+            date("from", q.from.as_deref())?,
+            date("to", q.to.as_deref())?,
+        ) {
+            (Some(from), Some(to)) => (from, to),
+            (Some(from), None) => (from, from + span),
+            (None, Some(to)) => (to - span, to),
+            (None, None) => (today - span, today),
+        };
+        if from > to {
+            return Err(ApiError::bad_request("from must not be after to"));
+        }
+        if to - from + 1 > MAX_USAGE_DAYS {
+            return Err(ApiError::bad_request(format!(
+                "from and to may be at most {MAX_USAGE_DAYS} days apart, both included"
+            )));
+        }
+        if let Some(k) = &q.key_id {
+            validate::name("key_id", k)?;
+        }
+        let after = q
+            .cursor
+            .as_deref()
+            .map(|c| {
+                c.split_once(':')
+                    .filter(|(d, k)| {
+                        !d.is_empty()
+                            && d.len() <= 10
+                            && d.bytes().all(|b| b.is_ascii_digit())
+                            && validate::name("cursor", k).is_ok()
+                    })
+                    .and_then(|(d, k)| Some((d.parse::<u64>().ok()?, k.to_string())))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            "cursor must be the daily.next_cursor of a previous answer",
+                        )
+                    })
+            })
+            .transpose()?;
+        Ok(Self {
+            from,
+            to,
+            key_id: q.key_id,
+            after,
+            limit: validate::limit(q.limit, validate::MAX_PAGE)?,
+        })
+    }
+}
+
+/// Usage figures of the caller's workspace, measured from the stored data of every shard, and
+/// its mutating calls per API key and UTC day over a range of days (admin keys only).
+#[utoipa::path(get, path = "/v1/usage", tag = TAG, params(UsageQuery),
     responses((status = 200, description = "The workspace's usage", body = UsageView)))]
-async fn usage(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<UsageView>> {
+async fn usage(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<UsageQuery>,
+) -> ApiResult<Json<UsageView>> {
     caller.require(Scope::Admin)?;
+    let now = conclave_raft::command::now_ms();
+    let today = i64::try_from(key_usage::day_of(now)).unwrap_or(i64::MAX);
+    let range = DailyRange::parse(q, today)?;
     let ws = caller.workspace.clone();
+    let daily = daily(&state, &ws, &range).await?;
     let mut total = Usage::default();
     let answers = scatter(&state, |_| {
         ClientRequest::Read(ShardQuery::Usage { ws: ws.clone() })
@@ -186,7 +341,7 @@ async fn usage(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<
     }
     Ok(Json(UsageView {
         workspace_id: ws,
-        measured_at: conclave_raft::command::now_ms(),
+        measured_at: now,
         agents: total.agents,
         agents_online: total.agents_online,
         tasks: total.tasks,
@@ -200,5 +355,37 @@ async fn usage(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<
         api_calls: total.api_calls,
         audit_entries: total.audit_entries,
         storage_bytes: total.storage_bytes,
+        daily,
     }))
+}
+
+/// The page of `ws`'s per-key, per-day counters that `range` asks for, from its audit shard.
+async fn daily(state: &AppState, ws: &str, range: &DailyRange) -> ApiResult<DailyUsageView> {
+    let mut view = DailyUsageView {
+        from: format_date(range.from),
+        to: format_date(range.to),
+        items: Vec::new(),
+        next_cursor: None,
+    };
+    // No counter is older than the epoch.
+    let Ok(to_day) = u64::try_from(range.to) else {
+        return Ok(view);
+    };
+    let query = ShardQuery::KeyUsage {
+        ws: ws.to_string(),
+        from_day: u64::try_from(range.from).unwrap_or(0),
+        to_day,
+        key_id: range.key_id.clone(),
+        after: range.after.clone(),
+        limit: range.limit,
+    };
+    let group = shard(state, ws, "audit", "")?;
+    match run(state, group, ClientRequest::Read(query)).await? {
+        ClientResponse::Read(ShardReadResult::KeyUsage(page)) => {
+            view.items = page.items.into_iter().map(KeyDayView::from).collect();
+            view.next_cursor = page.next_after.map(|(day, key)| format!("{day}:{key}"));
+            Ok(view)
+        }
+        other => Err(unexpected(other)),
+    }
 }

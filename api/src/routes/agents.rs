@@ -296,7 +296,8 @@ pub(super) struct HeartbeatView {
     status: AgentStatus,
     /// This heartbeat's time, ms since the Unix epoch.
     last_seen_at: Option<u64>,
-    /// Send the next heartbeat within this many seconds to stay online.
+    /// Send the next heartbeat within this many seconds to stay online (the workspace's
+    /// presence timeout).
     timeout_secs: u64,
 }
 
@@ -325,7 +326,7 @@ async fn heartbeat(
             id: agent.name,
             status: agent.status,
             last_seen_at: agent.last_seen_at,
-            timeout_secs: state.router.presence_timeout().as_secs(),
+            timeout_secs: state.router.presence_timeout(&caller.workspace).as_secs(),
         })),
         other => Err(unexpected(other)),
     }

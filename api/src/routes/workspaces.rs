@@ -3,11 +3,13 @@
 //! Visibility: an admin key sees the workspaces of its tenant; a read or full key sees only its
 //! own. Anything else answers 404, as does changing any workspace but the key's own.
 
+use std::time::Duration;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use conclave_raft::meta::{
-    MetaState, Scope, SettingsPatch, TenancyCommand, TenancyResponse, Workspace, WorkspaceSettings,
+    MetaState, Scope, SettingsPatch, TenancyCommand, TenancyResponse, Workspace,
 };
 use conclave_raft::shard::TaskMode;
 use serde::{Deserialize, Serialize};
@@ -42,18 +44,36 @@ pub(super) struct WorkspaceView {
     /// The tenant it belongs to.
     tenant_id: String,
     /// Its settings.
-    settings: WorkspaceSettings,
+    settings: WorkspaceSettingsView,
     /// When it was created, ms since the Unix epoch.
     created_at: u64,
 }
 
-impl From<&Workspace> for WorkspaceView {
-    fn from(w: &Workspace) -> Self {
+/// A workspace's settings, as they apply.
+#[derive(Serialize, ToSchema)]
+pub(super) struct WorkspaceSettingsView {
+    /// How new tasks may be taken: `auto`, `approval` or `claim_only`.
+    task_mode: TaskMode,
+    /// Seconds without a heartbeat after which an agent counts as offline: the workspace's
+    /// setting, or the answering node's `presence_timeout_secs` while the workspace sets none.
+    presence_timeout_secs: u64,
+    /// Retention of a new topic's messages when its creator gives none, hours.
+    default_retention_hours: u64,
+}
+
+impl WorkspaceView {
+    /// `w` as shown by a node whose own presence timeout is `node_presence`.
+    fn new(w: &Workspace, node_presence: Duration) -> Self {
+        let s = &w.settings;
         Self {
             id: w.id.clone(),
             name: w.name.clone(),
             tenant_id: w.tenant.clone(),
-            settings: w.settings.clone(),
+            settings: WorkspaceSettingsView {
+                task_mode: s.task_mode,
+                presence_timeout_secs: s.presence_timeout_secs.unwrap_or(node_presence.as_secs()),
+                default_retention_hours: s.default_retention_hours,
+            },
             created_at: w.created_at,
         }
     }
@@ -144,7 +164,7 @@ async fn create(
         } => Ok((
             StatusCode::CREATED,
             Json(CreatedWorkspace {
-                workspace: WorkspaceView::from(&workspace),
+                workspace: WorkspaceView::new(&workspace, state.router.node_presence_timeout()),
                 admin_key: ApiKeyWithSecret::new(&key, secret),
             }),
         )),
@@ -180,7 +200,13 @@ async fn list(
         .workspaces
         .values()
         .filter(|w| visible(&meta, &caller, w));
-    Ok(Json(page(workspaces, |w| &w.id, &q, WorkspaceView::from)?))
+    let node_presence = state.router.node_presence_timeout();
+    Ok(Json(page(
+        workspaces,
+        |w| &w.id,
+        &q,
+        |w| WorkspaceView::new(w, node_presence),
+    )?))
 }
 
 /// Reads one workspace the key can see (as in the list; 404 otherwise).
@@ -199,7 +225,7 @@ async fn get(
     meta.workspaces
         .get(&id)
         .filter(|w| visible(&meta, &caller, w))
-        .map(|w| Json(WorkspaceView::from(w)))
+        .map(|w| Json(WorkspaceView::new(w, state.router.node_presence_timeout())))
         .ok_or_else(|| ApiError::not_found(format!("workspace {id:?} not found")))
 }
 
@@ -227,12 +253,15 @@ async fn update_settings(
         return meta
             .workspaces
             .get(&id)
-            .map(|w| Json(WorkspaceView::from(w)))
+            .map(|w| Json(WorkspaceView::new(w, state.router.node_presence_timeout())))
             .ok_or_else(|| ApiError::not_found(format!("workspace {id:?} not found")));
     }
     let cmd = TenancyCommand::UpdateWorkspace { ws: id, patch };
     match execute(&state, cmd).await? {
-        TenancyResponse::Workspace { workspace, .. } => Ok(Json(WorkspaceView::from(&workspace))),
+        TenancyResponse::Workspace { workspace, .. } => Ok(Json(WorkspaceView::new(
+            &workspace,
+            state.router.node_presence_timeout(),
+        ))),
         other => Err(ApiError::internal(format!("unexpected response {other:?}"))),
     }
 }

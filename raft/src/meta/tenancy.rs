@@ -42,12 +42,14 @@ pub const PRESENCE_TIMEOUT_RANGE: (u64, u64) = (5, 3600);
 pub const RETENTION_HOURS_RANGE: (u64, u64) = (1, 8760);
 
 /// A workspace's settings, read by the features they govern.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkspaceSettings {
     /// How new tasks may be taken: `auto`, `approval` or `claim_only`.
     pub task_mode: TaskMode,
-    /// Seconds without a heartbeat after which an agent counts as offline.
-    pub presence_timeout_secs: u64,
+    /// Seconds without a heartbeat after which an agent counts as offline; `None` until set,
+    /// when each node's own `presence_timeout_secs` applies.
+    #[serde(with = "unset_is_zero")]
+    pub presence_timeout_secs: Option<u64>,
     /// Retention of a new topic's messages when its creator gives none, hours.
     pub default_retention_hours: u64,
 }
@@ -56,9 +58,24 @@ impl Default for WorkspaceSettings {
     fn default() -> Self {
         Self {
             task_mode: TaskMode::Auto,
-            presence_timeout_secs: 30,
+            presence_timeout_secs: None,
             default_retention_hours: 168,
         }
+    }
+}
+
+/// An optional setting stored as a plain number, 0 meaning "not set" (never a valid value):
+/// the stored form of a setting that had no "not set" before, so records written then read
+/// unchanged.
+mod unset_is_zero {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(v.unwrap_or(0))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        Ok(Some(u64::deserialize(d)?).filter(|&v| v != 0))
     }
 }
 
@@ -110,7 +127,7 @@ impl SettingsPatch {
             ws.settings.task_mode = v;
         }
         if let Some(v) = self.presence_timeout_secs {
-            ws.settings.presence_timeout_secs = v;
+            ws.settings.presence_timeout_secs = Some(v);
         }
         if let Some(v) = self.default_retention_hours {
             ws.settings.default_retention_hours = v;
@@ -1070,6 +1087,49 @@ mod tests {
         let ws = &m.workspaces["default"];
         assert_eq!(ws.settings.task_mode, TaskMode::Approval);
         assert_eq!(ws.name, "main");
-        assert_eq!(ws.settings.presence_timeout_secs, 30);
+        assert_eq!(
+            ws.settings.presence_timeout_secs, None,
+            "not set: the node's applies"
+        );
+        let timeout = TenancyCommand::UpdateWorkspace {
+            ws: "default".into(),
+            patch: SettingsPatch {
+                presence_timeout_secs: Some(45),
+                ..Default::default()
+            },
+        };
+        run(&mut m, timeout, 4).unwrap();
+        assert_eq!(
+            m.workspaces["default"].settings.presence_timeout_secs,
+            Some(45)
+        );
+    }
+
+    /// A setting stored before "not set" existed (a plain number) reads as set, and "not set"
+    /// is stored as 0, so the stored form is unchanged.
+    #[test]
+    fn the_presence_timeout_keeps_its_stored_form() {
+        #[derive(Serialize)]
+        struct Before {
+            task_mode: TaskMode,
+            presence_timeout_secs: u64,
+            default_retention_hours: u64,
+        }
+        let old = crate::codec::encode(&Before {
+            task_mode: TaskMode::Auto,
+            presence_timeout_secs: 30,
+            default_retention_hours: 168,
+        });
+        let read: WorkspaceSettings = crate::codec::decode(&old).unwrap();
+        assert_eq!(read.presence_timeout_secs, Some(30));
+        let unset = crate::codec::encode(&WorkspaceSettings::default());
+        let zero = crate::codec::encode(&Before {
+            task_mode: TaskMode::Auto,
+            presence_timeout_secs: 0,
+            default_retention_hours: 168,
+        });
+        assert_eq!(unset, zero);
+        let back: WorkspaceSettings = crate::codec::decode(&unset).unwrap();
+        assert_eq!(back, WorkspaceSettings::default());
     }
 }

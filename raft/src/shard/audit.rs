@@ -13,6 +13,9 @@
 //! Trimming runs only when entries are appended; a workspace that stops writing keeps its last
 //! entries until its next mutating call.
 //!
+//! The same apply counts the appended calls per API key and UTC day
+//! ([`super::key_usage`]), in rows of their own that this trimming leaves alone.
+//!
 //! Key layout (letters used here: `A`; counters live with the shard's other counters under `n`):
 //! - `A\0<ws>\0<u64::MAX - seq, big endian>` → [`AuditEntry`] (inverted, so a forward scan
 //!   reads newest first);
@@ -193,7 +196,8 @@ mod keys {
     }
 }
 
-/// Appends `entries` to `ws`'s log at leader time `at_ms`, then trims past `retention`.
+/// Appends `entries` to `ws`'s log at leader time `at_ms`, counts them per key and day
+/// ([`super::key_usage`]), then trims past `retention`.
 pub(super) fn append<R: KvRead + ?Sized>(
     txn: &mut Txn<'_, R>,
     ws: &str,
@@ -221,6 +225,7 @@ pub(super) fn append<R: KvRead + ?Sized>(
     if last > 0 {
         trim(txn, ws, last, retention, at_ms, entries.len() as u64)?;
     }
+    super::key_usage::count(txn, ws, entries, at_ms)?;
     Ok(ShardResponse::AuditAppended {
         first_seq,
         count: entries.len() as u64,

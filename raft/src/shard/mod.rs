@@ -24,6 +24,7 @@ use crate::error::CoreError;
 use crate::kv::{KvRead, Txn};
 use crate::types::GroupId;
 
+pub mod key_usage;
 pub mod tasks;
 pub use tasks::{Task, TaskMode, TaskNote, TaskPage, TaskPatch, TaskStatus};
 mod topic;
@@ -466,6 +467,16 @@ pub enum ShardQuery {
     // usage
     /// The workspace's usage on this shard, measured from its rows.
     Usage { ws: String },
+    /// Up to `limit` of the workspace's call counters for UTC days `from_day..=to_day` (days
+    /// since the epoch), after `after`, only `key_id`'s when given (on its audit shard).
+    KeyUsage {
+        ws: String,
+        from_day: u64,
+        to_day: u64,
+        key_id: Option<String>,
+        after: Option<(u64, String)>,
+        limit: usize,
+    },
     // audit
     /// Up to `limit` audit entries numbered below `before` that match `filter`, newest first.
     AuditList {
@@ -545,6 +556,8 @@ pub enum ShardReadResult {
     // usage
     /// A workspace's usage on one shard.
     Usage(usage::Usage),
+    /// A page of call counters per key and day.
+    KeyUsage(key_usage::KeyUsagePage),
     // audit
     /// A page of the audit log, newest first.
     AuditPage(audit::AuditPage),
@@ -871,6 +884,23 @@ pub fn query<R: KvRead>(kv: &R, q: &ShardQuery) -> Result<ShardReadResult, CoreE
         ShardQuery::Webhook(q) => webhook::query(kv, q),
         // usage
         ShardQuery::Usage { ws } => usage::measure(kv, ws).map(ShardReadResult::Usage),
+        ShardQuery::KeyUsage {
+            ws,
+            from_day,
+            to_day,
+            key_id,
+            after,
+            limit,
+        } => key_usage::list(
+            kv,
+            ws,
+            *from_day,
+            *to_day,
+            key_id.as_deref(),
+            after.as_ref(),
+            *limit,
+        )
+        .map(ShardReadResult::KeyUsage),
         // audit
         ShardQuery::AuditList {
             ws,
@@ -922,6 +952,7 @@ mod tests {
             ("artifact", include_str!("artifact.rs")),
             ("audit", include_str!("audit.rs")),
             ("embedding", include_str!("embedding.rs")),
+            ("key_usage", include_str!("key_usage.rs")),
             ("stream", include_str!("stream.rs")),
             ("task_events", include_str!("task_events.rs")),
             ("tasks", include_str!("tasks.rs")),

@@ -104,6 +104,7 @@ const PREFIXES: &[(u8, Counted)] = &[
     (b'V', Counted::Bytes),
     (b'W', Counted::Bytes),
     (b'd', Counted::Bytes),
+    (b'D', Counted::Bytes),
 ];
 
 /// Measures `ws`'s usage on this shard.
