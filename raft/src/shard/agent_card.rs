@@ -9,6 +9,7 @@
 //! Key prefix (inside the shard's range; `\0` separates parts, names never contain it):
 //! - `C\0<ws>\0<name>` → [`StoredCard`] (`A` is the audit log's)
 
+use super::io;
 use serde::{Deserialize, Serialize};
 
 use super::{agents, get, Agent, ShardCommand, ShardQuery, ShardReadResult, ShardResponse};
@@ -103,10 +104,10 @@ pub(super) fn query<R: KvRead>(kv: &R, ws: &str, name: &str) -> Result<ShardRead
     };
     let card = kv
         .get(&key(ws, name))
-        .map_err(|e| CoreError::internal(format!("storage read failed: {e}")))?
+        .map_err(io)?
         .map(|b| decode_io::<StoredCard>(&b))
         .transpose()
-        .map_err(|e| CoreError::internal(format!("storage read failed: {e}")))?;
+        .map_err(io)?;
     Ok(ShardReadResult::AgentCard {
         agent: Box::new(agent),
         card,

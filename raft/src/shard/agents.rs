@@ -21,6 +21,7 @@
 //!   not `p`, which topic purges own, nor `e`, the workspace task events')
 //! - counters `n\0msg` (message ids) and `n\0agentevt` (event seqs)
 
+use super::io;
 use serde::{Deserialize, Serialize};
 
 use super::{counter, get, ShardCommand, ShardQuery, ShardReadResult, ShardResponse};
@@ -550,9 +551,6 @@ pub(super) fn query<R: KvRead + ?Sized>(
     kv: &R,
     q: &ShardQuery,
 ) -> Result<ShardReadResult, CoreError> {
-    fn io(e: std::io::Error) -> CoreError {
-        CoreError::internal(format!("storage read failed: {e}"))
-    }
     fn dec<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, CoreError> {
         decode_io(b).map_err(io)
     }

@@ -4,6 +4,7 @@
 //! An artifact lives on the shard of its id (`shard_for(ws, "artifact", id)`): its description
 //! at `f\0<ws>\0<id>` and its bytes apart at `F\0<ws>\0<id>`, so lists never load content.
 
+use super::io;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{decode_io, encode};
@@ -139,7 +140,6 @@ pub fn apply<R: KvRead + ?Sized>(
 
 /// Runs an artifact query.
 pub fn query(kv: &dyn KvRead, q: &ArtifactQuery) -> Result<ArtifactResult, CoreError> {
-    let io = |e: std::io::Error| CoreError::internal(format!("storage read failed: {e}"));
     let not_found = |id: &str| CoreError::not_found(format!("artifact {id} not found"));
     match q {
         ArtifactQuery::Get { ws, id } => {

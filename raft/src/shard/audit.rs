@@ -22,6 +22,7 @@
 //! - `n\0audit\0<ws>` → the last number handed out;
 //! - `n\0audit_first\0<ws>` → the oldest number still kept.
 
+use super::io;
 use serde::{Deserialize, Serialize};
 
 use super::{counter, get, ShardReadResult, ShardResponse};
@@ -277,9 +278,6 @@ pub(super) fn list<R: KvRead + ?Sized>(
     filter: &AuditFilter,
     limit: usize,
 ) -> Result<ShardReadResult, CoreError> {
-    fn io(e: std::io::Error) -> CoreError {
-        CoreError::internal(format!("storage read failed: {e}"))
-    }
     let prefix = keys::prefix(ws);
     let mut after = before.map(|b| keys::row(ws, b));
     let mut items: Vec<AuditEntry> = Vec::new();

@@ -5,6 +5,7 @@
 //! merges them, which is exact because the global top `k` is inside the union of the shards'.
 //! The scan sits behind [`VectorIndex`] so an approximate index can replace it later.
 
+use super::io;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{decode_io, encode};
@@ -171,7 +172,7 @@ pub fn query(
                 }
                 page.len() < *limit
             })
-            .map_err(storage)?;
+            .map_err(io)?;
             Ok(EmbeddingResult::Page(page))
         }
         EmbeddingQuery::Search {
@@ -183,7 +184,7 @@ pub fn query(
         } => index
             .search(kv, ws, namespace, vector, *k, *min_score)
             .map(EmbeddingResult::Hits)
-            .map_err(storage),
+            .map_err(io),
     }
 }
 
@@ -211,10 +212,6 @@ fn each_embedding(
             return Ok(());
         }
     }
-}
-
-fn storage(e: std::io::Error) -> CoreError {
-    CoreError::internal(format!("storage read failed: {e}"))
 }
 
 /// Finds the embeddings most similar to a query vector.

@@ -19,6 +19,7 @@
 //! - `D\0<ws>\0<day, u64 big endian><key id>` → [`KeyDayCount`] (day-major, so a range of days
 //!   is one forward scan and trimming starts at the oldest row).
 
+use super::io;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -163,9 +164,6 @@ pub(super) fn list<R: KvRead + ?Sized>(
     after: Option<&(u64, String)>,
     limit: usize,
 ) -> Result<KeyUsagePage, CoreError> {
-    fn io(e: std::io::Error) -> CoreError {
-        CoreError::internal(format!("storage read failed: {e}"))
-    }
     let limit = limit.max(1);
     let mut items = Vec::new();
     if let Some(key_id) = key_id {

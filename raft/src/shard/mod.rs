@@ -779,11 +779,13 @@ pub fn apply<R: KvRead + ?Sized>(
     })
 }
 
+/// The error of a failed storage read in a query.
+pub(crate) fn io(e: std::io::Error) -> CoreError {
+    CoreError::internal(format!("storage read failed: {e}"))
+}
+
 /// Runs a read against a shard's key space.
 pub fn query<R: KvRead>(kv: &R, q: &ShardQuery) -> Result<ShardReadResult, CoreError> {
-    fn io(e: std::io::Error) -> CoreError {
-        CoreError::internal(format!("storage read failed: {e}"))
-    }
     fn dec<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, CoreError> {
         decode_io(b).map_err(io)
     }

@@ -8,6 +8,7 @@
 //! and task streams are gap-free from 1; a workspace's agent events take their numbers from
 //! the shard-wide counter, so they ascend with gaps (another workspace's events in between).
 
+use super::io;
 use serde::{Deserialize, Serialize};
 
 use super::task_events::{self, TaskEvent};
@@ -74,10 +75,6 @@ impl StreamItem {
             StreamKey::Agents { .. } => StreamItem::Agent(decode_io(bytes)?),
         })
     }
-}
-
-fn io(e: std::io::Error) -> CoreError {
-    CoreError::internal(format!("storage read failed: {e}"))
 }
 
 /// Task `id` of `ws` must exist (another workspace's task answers 404).

@@ -14,6 +14,7 @@
 //! - `e\0<ws>\0<seq be>` → [`TaskEvent`] of the workspace's tasks on this shard
 //! - `n\0tevt\0<task id>`, `n\0wtevt\0<ws>` → the logs' newest sequences
 
+use super::io;
 use serde::{Deserialize, Serialize};
 
 use super::counter;
@@ -143,10 +144,6 @@ pub(super) fn record<R: KvRead + ?Sized>(
     }
     txn.put(keys::ws(ws, event.seq), encode(&event));
     Ok(())
-}
-
-fn io(e: std::io::Error) -> CoreError {
-    CoreError::internal(format!("storage read failed: {e}"))
 }
 
 fn scan<R: KvRead + ?Sized>(

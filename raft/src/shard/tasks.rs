@@ -14,6 +14,7 @@
 //! - `L\0<expires_at be>\0<id>` → empty: leases by expiry, so the shard leader finds the due ones
 //! - `E\0…`, `e\0…` → the task event logs every stored change appends to (see [`super::task_events`])
 
+use super::io;
 use serde::{Deserialize, Serialize};
 
 use super::{counter, get, keys, task_id, ShardReadResult, ShardResponse};
@@ -578,7 +579,6 @@ pub(super) fn list<R: KvRead + ?Sized>(
     limit: usize,
     now_ms: u64,
 ) -> Result<ShardReadResult, CoreError> {
-    let io = |e: std::io::Error| CoreError::internal(format!("storage read failed: {e}"));
     let prefix = index_prefix(ws);
     let mut cursor = after.map(|n| index_key(ws, n));
     let mut tasks = Vec::new();

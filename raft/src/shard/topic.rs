@@ -24,6 +24,7 @@
 //!
 //! [`ShardCommand::TopicCompact`]: super::ShardCommand::TopicCompact
 
+use super::io;
 use serde::{Deserialize, Serialize};
 
 use super::{counter, get};
@@ -473,10 +474,6 @@ fn workspace_of(topic_key: &[u8]) -> String {
 /// Reads for topics, run against a shard's key space.
 pub(super) mod read {
     use super::*;
-
-    fn io(e: std::io::Error) -> CoreError {
-        CoreError::internal(format!("storage read failed: {e}"))
-    }
 
     fn dec<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, CoreError> {
         decode_io(b).map_err(io)

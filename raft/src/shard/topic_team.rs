@@ -16,6 +16,7 @@
 //! - `U\0<ws>\0<team>\0<topic>` → generation (u64): a team's topics, for listing
 //! - `u\0<ws>\0<topic>\0<generation be>\0<agent>` → [`Subscription`]: a member's cursor
 
+use super::io;
 use serde::{Deserialize, Serialize};
 
 use super::get;
@@ -255,10 +256,6 @@ pub(super) mod read {
     use std::collections::BTreeMap;
 
     use super::*;
-
-    fn io(e: std::io::Error) -> CoreError {
-        CoreError::internal(format!("storage read failed: {e}"))
-    }
 
     fn topic_of<R: KvRead + ?Sized>(
         kv: &R,

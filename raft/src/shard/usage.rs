@@ -5,6 +5,7 @@
 //! of rows, a topic's sequence range, the audit log's counter), so figures cannot drift from the
 //! data. The cost is one scan of the workspace's rows on each shard per request.
 
+use super::io;
 use serde::{Deserialize, Serialize};
 
 use super::topic::Topic;
@@ -109,9 +110,6 @@ const PREFIXES: &[(u8, Counted)] = &[
 
 /// Measures `ws`'s usage on this shard.
 pub(super) fn measure<R: KvRead + ?Sized>(kv: &R, ws: &str) -> Result<Usage, CoreError> {
-    fn io(e: std::io::Error) -> CoreError {
-        CoreError::internal(format!("storage read failed: {e}"))
-    }
     let mut u = Usage::default();
     for (letter, what) in PREFIXES {
         let prefix = [&[*letter, 0][..], ws.as_bytes(), b"\0"].concat();

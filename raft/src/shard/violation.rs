@@ -13,6 +13,7 @@
 //!   reads newest first);
 //! - `n\0violation\0<ws>` → the last number handed out.
 
+use super::io;
 use serde::{Deserialize, Serialize};
 
 use super::{counter, ShardReadResult, ShardResponse};
@@ -101,9 +102,6 @@ pub(super) fn list<R: KvRead + ?Sized>(
     agent: Option<&str>,
     limit: usize,
 ) -> Result<ShardReadResult, CoreError> {
-    fn io(e: std::io::Error) -> CoreError {
-        CoreError::internal(format!("storage read failed: {e}"))
-    }
     let prefix = keys::prefix(ws);
     let mut after = before.map(|b| keys::row(ws, b));
     let mut out = Vec::new();

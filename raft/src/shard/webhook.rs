@@ -19,6 +19,7 @@
 //! - `o\0<next_attempt_at be>\0<ws>\0<seq be>` → empty: the schedule of unfinished deliveries
 //! - `n\0webhook\0<ws>`, `n\0delivery\0<ws>` → the last webhook and delivery numbers
 
+use super::io;
 use serde::{Deserialize, Serialize};
 
 use super::audit::AuditEntry;
@@ -489,9 +490,6 @@ pub(super) fn query<R: KvRead + ?Sized>(
     kv: &R,
     q: &WebhookQuery,
 ) -> Result<ShardReadResult, CoreError> {
-    fn io(e: std::io::Error) -> CoreError {
-        CoreError::internal(format!("storage read failed: {e}"))
-    }
     let out = match q {
         WebhookQuery::List { ws, after, limit } => {
             let after = after.as_ref().map(|a| keys::webhook(ws, a));
