@@ -117,11 +117,7 @@ impl Connection {
                             return Ok(frame);
                         }
                         if frame["type"] == "error" {
-                            return Err(OpenError::Refused(format!(
-                                "{}: {}",
-                                frame["code"].as_str().unwrap_or("?"),
-                                frame["message"].as_str().unwrap_or("")
-                            )));
+                            return Err(OpenError::Refused(error_text(&frame)));
                         }
                         return Err(OpenError::Refused(format!("expected {want}, got {frame}")));
                     }
@@ -182,9 +178,12 @@ impl Connection {
             },
             "pong" => Incoming::Alive,
             "error" => {
-                let message = frame["message"].as_str().unwrap_or_default();
-                let text = format!("{}: {message}", frame["code"].as_str().unwrap_or("?"));
-                if message.starts_with("subscription ended") {
+                let text = error_text(&frame);
+                if frame["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("subscription ended")
+                {
                     Incoming::Ended(text)
                 } else {
                     Incoming::Refused(text)
@@ -198,6 +197,15 @@ impl Connection {
     pub async fn close(mut self) {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.socket.close(None)).await;
     }
+}
+
+/// An `error` frame as text: `code: message`.
+fn error_text(frame: &Value) -> String {
+    format!(
+        "{}: {}",
+        frame["code"].as_str().unwrap_or("?"),
+        frame["message"].as_str().unwrap_or_default()
+    )
 }
 
 /// A close frame as text.
