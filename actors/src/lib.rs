@@ -4,6 +4,7 @@
 //! An entity's actor lives on the node leading its shard; any node accepts a request and the
 //! [`Router`] either runs it locally or forwards it to the leader over gRPC.
 
+pub mod audit_call;
 pub mod controller;
 pub mod entity;
 pub mod entity_actor;

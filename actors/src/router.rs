@@ -182,12 +182,26 @@ impl Router {
         self.hints.lock().expect("hints lock").get(&group).copied()
     }
 
-    /// Runs `req` on `group`'s leader, wherever it is.
+    /// Runs `req` on `group`'s leader, wherever it is. The first shard write of an audited
+    /// call carries the call's audit record (see [`crate::audit_call`]).
     pub async fn execute(
         &self,
         group: GroupId,
         req: ClientRequest,
     ) -> Result<ClientResponse, CoreError> {
+        let ClientRequest::Write(cmd) = req else {
+            return self.run(group, req).await;
+        };
+        let (cmd, wrapped) = crate::audit_call::wrap(cmd);
+        let outcome = self.run(group, ClientRequest::Write(cmd)).await;
+        if wrapped {
+            crate::audit_call::settle(group, &outcome);
+        }
+        outcome
+    }
+
+    /// [`Self::execute`] without the audit record.
+    async fn run(&self, group: GroupId, req: ClientRequest) -> Result<ClientResponse, CoreError> {
         let deadline = Instant::now() + self.settings.retry_budget;
         let mut backoff = Duration::from_millis(20);
         let mut last_error = String::from("no leader known");

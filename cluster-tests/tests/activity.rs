@@ -60,8 +60,13 @@ async fn activity_lists_changes_and_usage_counts_what_is_stored() -> Result<()> 
     )
     .await?;
 
-    // The feed: successful changes only, newest first, typed, with their targets.
-    let feed = expect(n1.request(Method::GET, &["v1", "activity"]), 200).await?;
+    // The feed: successful changes only, newest first, typed, with their targets. Entries are
+    // appended just after each answer, so the last ones may take a moment to show.
+    let feed = wait_for("the feed of all seven changes", RECOVER, async || {
+        let feed = expect(n1.request(Method::GET, &["v1", "activity"]), 200).await?;
+        Ok((feed["items"].as_array().map_or(0, Vec::len) >= 7).then_some(feed))
+    })
+    .await?;
     let items = feed["items"].as_array().context("items")?;
     let types: Vec<&str> = items.iter().filter_map(|e| e["type"].as_str()).collect();
     ensure!(
@@ -240,9 +245,14 @@ async fn usage_counts_calls_per_key_and_day() -> Result<()> {
         (admin_id.clone(), (3, 1, 0)),
         (writer_id.clone(), (4, 1, 0)),
     ]);
-    let u = expect(usage(&n0), 200).await?;
+    // Counted with the audit entries, appended just after each answer.
+    let u = wait_for("every call counted", RECOVER, async || {
+        let u = expect(usage(&n0), 200).await?;
+        let rows = u["daily"]["items"].as_array().context("items")?;
+        Ok((per_key(rows)? == want).then_some(u))
+    })
+    .await?;
     let rows = u["daily"]["items"].as_array().context("items")?.clone();
-    ensure!(per_key(&rows)? == want, "{u}");
     ensure!(u["api_calls"] == 7, "the totals stay as they were: {u}");
     let (from, to) = (
         u["daily"]["from"].as_str().context("from")?.to_string(),

@@ -56,6 +56,9 @@ pub struct Config {
     pub audit_retention_days: u64,
     /// At most this many of a workspace's newest audit entries are kept (1 000 to 100 000 000).
     pub audit_max_entries: u64,
+    /// How old (seconds) a call's audit record in its shard's outbox must be before the
+    /// shard's leader appends the entry itself, its serving node having failed to (1 to 3600).
+    pub audit_relay_after_secs: u64,
     // live events (WebSocket, SSE)
     /// Live connections (WebSocket and SSE together) one node holds at once.
     pub stream_max_connections: usize,
@@ -96,6 +99,7 @@ impl Default for Config {
             compaction_interval_secs: 60,
             audit_retention_days: 90,
             audit_max_entries: 1_000_000,
+            audit_relay_after_secs: 60,
             stream_max_connections: 10_000,
             stream_max_subscriptions: 64,
             stream_send_queue: 1024,
@@ -150,6 +154,7 @@ const FIELDS: &[&str] = &[
     "compaction_interval_secs",
     "audit_retention_days",
     "audit_max_entries",
+    "audit_relay_after_secs",
     "stream_max_connections",
     "stream_max_subscriptions",
     "stream_send_queue",
@@ -225,6 +230,9 @@ impl Config {
         }
         if !(1_000..=100_000_000).contains(&self.audit_max_entries) {
             bail!("audit_max_entries must be 1000 to 100000000");
+        }
+        if !(1..=3600).contains(&self.audit_relay_after_secs) {
+            bail!("audit_relay_after_secs must be 1 to 3600");
         }
         if !(1..=86_400).contains(&self.presence_timeout_secs) {
             bail!("presence_timeout_secs must be 1 to 86400");

@@ -173,6 +173,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             conclave_api::audit::AuditSettings {
                 retention_days: config.audit_retention_days,
                 max_entries: config.audit_max_entries,
+                relay_after: std::time::Duration::from_secs(config.audit_relay_after_secs),
             },
         ),
         streams: conclave_api::live::Streams::new(config.stream_settings()),

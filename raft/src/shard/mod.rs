@@ -25,6 +25,7 @@ use crate::kv::{KvRead, Txn};
 use crate::types::GroupId;
 
 pub mod key_usage;
+pub mod outbox;
 pub mod tasks;
 pub use tasks::{Task, TaskMode, TaskNote, TaskPage, TaskPatch, TaskStatus};
 mod topic;
@@ -213,6 +214,23 @@ pub enum ShardCommand {
         entries: Vec<audit::NewAuditEntry>,
         retention: audit::AuditRetention,
     },
+    // audit outbox
+    /// `cmd`, and in the same apply the audit record of the call that made it, kept in the
+    /// shard's outbox until the call's audit entry is committed (see [`outbox`]).
+    Audited {
+        cmd: Box<ShardCommand>,
+        record: outbox::OutboxRecord,
+    },
+    /// Removes outbox records whose audit entries are committed.
+    OutboxClear { ids: Vec<String> },
+    /// [`ShardCommand::AuditAppend`] of entries that may name their call's outbox record: an
+    /// entry whose record was appended within `window_ms` is skipped (see [`outbox`]).
+    AuditAppendOnce {
+        ws: String,
+        entries: Vec<(Option<String>, audit::NewAuditEntry)>,
+        retention: audit::AuditRetention,
+        window_ms: u64,
+    },
 }
 
 /// The entity a command or query addresses, which decides its shard.
@@ -264,6 +282,10 @@ impl ShardCommand {
             ShardCommand::Webhook(c) => (c.ws(), "audit", ""),
             // audit
             ShardCommand::AuditAppend { ws, .. } => (ws, "audit", ""),
+            // audit outbox
+            ShardCommand::Audited { cmd, .. } => cmd.entity(),
+            ShardCommand::OutboxClear { .. } => ("", "outbox", ""),
+            ShardCommand::AuditAppendOnce { ws, .. } => (ws, "audit", ""),
         }
     }
 }
@@ -342,6 +364,9 @@ pub enum ShardResponse {
     // audit
     /// Audit entries appended: numbers `first_seq..first_seq + count`.
     AuditAppended { first_seq: u64, count: u64 },
+    // audit outbox
+    /// Outbox records removed.
+    OutboxCleared { count: u64 },
 }
 
 /// A read against one shard.
@@ -776,6 +801,19 @@ pub fn apply<R: KvRead + ?Sized>(
             entries,
             retention,
         } => audit::append(txn, ws, entries, *retention, at_ms)?,
+        // audit outbox
+        ShardCommand::Audited { cmd, record } => {
+            let response = apply(txn, shard, cmd, at_ms)?;
+            outbox::keep(txn, record, &response, at_ms);
+            response
+        }
+        ShardCommand::OutboxClear { ids } => outbox::clear(txn, ids)?,
+        ShardCommand::AuditAppendOnce {
+            ws,
+            entries,
+            retention,
+            window_ms,
+        } => outbox::append_once(txn, ws, entries, *retention, *window_ms, at_ms)?,
     })
 }
 
@@ -955,6 +993,7 @@ mod tests {
             ("audit", include_str!("audit.rs")),
             ("embedding", include_str!("embedding.rs")),
             ("key_usage", include_str!("key_usage.rs")),
+            ("outbox", include_str!("outbox.rs")),
             ("stream", include_str!("stream.rs")),
             ("task_events", include_str!("task_events.rs")),
             ("tasks", include_str!("tasks.rs")),

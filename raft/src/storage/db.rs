@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, DB};
+use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, ReadOptions, DB};
 
 use crate::kv::KvRead;
 use crate::types::GroupId;
@@ -93,6 +93,28 @@ impl Db {
     }
 }
 
+/// Read options whose iterators stop before the first key not starting with `prefix`: without
+/// a bound, an iterator run to the end of its rows walks on over the deleted keys after them.
+pub(crate) fn bounded(prefix: Option<&[u8]>) -> ReadOptions {
+    let mut opts = ReadOptions::default();
+    if let Some(end) = prefix.and_then(prefix_end) {
+        opts.set_iterate_upper_bound(end);
+    }
+    opts
+}
+
+/// The smallest key greater than every key starting with `prefix`, if there is one.
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
 /// `group` ++ `suffix`.
 pub(crate) fn gkey(group: GroupId, suffix: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(8 + suffix.len());
@@ -158,17 +180,35 @@ impl KvRead for GroupKv<'_> {
             _ => full_prefix.clone(),
         };
         let mut out = Vec::new();
-        let it = self.db.inner.iterator_cf(
+        let mut it = self.db.inner.iterator_cf_opt(
             self.db.cf(CF_SM),
+            bounded(Some(&full_prefix)),
             IteratorMode::From(&start, Direction::Forward),
         );
-        for item in it {
+        // Never step past the last row wanted: stepping skips every older version of the row
+        // just read still in the memtable (a counter rewritten on each apply has thousands).
+        while out.len() < limit {
+            let Some(item) = it.next() else { break };
             let (k, v) = item.map_err(io_err)?;
-            if !k.starts_with(&full_prefix) || out.len() >= limit {
+            if !k.starts_with(&full_prefix) {
                 break;
             }
             out.push((k[8..].to_vec(), v.to_vec()));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn a_prefix_ends_at_its_successor() {
+        assert_eq!(prefix_end(b"c\0"), Some(b"c\x01".to_vec()));
+        assert_eq!(prefix_end(&[0, 0, 0, 7]), Some(vec![0, 0, 0, 8]));
+        assert_eq!(prefix_end(&[1, 0xff, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+        assert_eq!(prefix_end(b""), None);
     }
 }

@@ -11,7 +11,7 @@ use openraft::{OptionalSend, RaftLogReader};
 use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions};
 
 use crate::codec::{decode_io, encode};
-use crate::storage::db::{gkey, io_err, CF_LOG, CF_RAFT};
+use crate::storage::db::{bounded, gkey, io_err, CF_LOG, CF_RAFT};
 use crate::storage::{Db, Fsync};
 use crate::types::typ::{Entry, LogId, Vote};
 use crate::types::{GroupId, TypeConfig};
@@ -162,8 +162,17 @@ impl RaftLogReader<TypeConfig> for LogStore {
         }
         let from = self.log_key(start);
         let mut out = Vec::new();
-        let it = self.db.inner.iterator_cf(
+        let mut opts = bounded(Some(&self.group.to_be_bytes()));
+        match range.end_bound() {
+            Bound::Included(&x) if x < u64::MAX => {
+                opts.set_iterate_upper_bound(self.log_key(x + 1))
+            }
+            Bound::Excluded(&x) => opts.set_iterate_upper_bound(self.log_key(x)),
+            _ => {}
+        }
+        let it = self.db.inner.iterator_cf_opt(
             self.db.cf(CF_LOG),
+            opts,
             IteratorMode::From(&from, Direction::Forward),
         );
         for item in it {
@@ -191,8 +200,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> std::io::Result<LogState<TypeConfig>> {
         let last_purged: Option<LogId> = self.get_raft(PURGED)?;
         let end = self.log_key(u64::MAX);
-        let mut it = self.db.inner.iterator_cf(
+        let mut opts = bounded(Some(&self.group.to_be_bytes()));
+        opts.set_iterate_lower_bound(self.log_key(0));
+        let mut it = self.db.inner.iterator_cf_opt(
             self.db.cf(CF_LOG),
+            opts,
             IteratorMode::From(&end, Direction::Reverse),
         );
         let last = match it.next() {
