@@ -290,6 +290,22 @@ async fn calls_answered_across_an_audit_leader_kill_are_all_recorded() -> Result
 /// writes committed, each once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_answered_by_a_node_that_dies_before_auditing_them_are_recorded() -> Result<()> {
+    // Every attempt must record each call once. The relay must have appended in one of them:
+    // an attempt can miss the window (the shard's leadership moved just before the kill, so
+    // the serving node appended in time), never all three with a working relay.
+    for attempt in 0..3 {
+        if relayed_after_the_serving_node_died().await? {
+            return Ok(());
+        }
+        tracing::info!(attempt, "the serving node appended before it died; again");
+    }
+    anyhow::bail!(
+        "in three attempts, no relay that appended entries was logged by the surviving nodes"
+    )
+}
+
+/// One attempt of the test above: whether a surviving node's relay appended entries.
+async fn relayed_after_the_serving_node_died() -> Result<bool> {
     let mut cluster = Cluster::builder()
         .nodes(3)
         .env("CONCLAVE_AUDIT_RELAY_AFTER_SECS", "2")
@@ -366,10 +382,7 @@ async fn calls_answered_by_a_node_that_dies_before_auditing_them_are_recorded() 
         .map(|i| cluster.stderr_log(i))
         .collect::<Result<Vec<_>>>()?
         .concat();
-    ensure!(
-        log.lines()
-            .any(|l| l.contains("outbox relay: appended") && !l.contains("appended=0")),
-        "no relay that appended entries was logged by the surviving nodes"
-    );
-    Ok(())
+    Ok(log
+        .lines()
+        .any(|l| l.contains("outbox relay: appended") && !l.contains("appended=0")))
 }
