@@ -13,7 +13,7 @@ use std::time::Duration;
 use conclave_raft::command::now_ms;
 use conclave_raft::shard::tasks::due_leases;
 use conclave_raft::storage::GroupKv;
-use conclave_raft::{ShardCommand, META_GROUP};
+use conclave_raft::ShardCommand;
 
 use crate::request::ClientRequest;
 use crate::router::Router;
@@ -41,10 +41,7 @@ pub(crate) fn spawn(router: Weak<Router>) {
 /// One pass over the data shards this node leads.
 async fn expire_due(router: &Router) {
     let groups = router.groups();
-    for group in groups.hosted() {
-        if group == META_GROUP || !groups.get(group).is_some_and(|r| r.is_leader()) {
-            continue;
-        }
+    for group in groups.led_shards() {
         let kv = GroupKv::new(groups.db(), group);
         let ids = match due_leases(&kv, now_ms(), EXPIRY_BATCH) {
             Ok(ids) if !ids.is_empty() => ids,

@@ -115,12 +115,7 @@ impl Router {
         if poked > 0 {
             tracing::debug!(actors = poked, "presence timeout changed");
         }
-        let led: HashSet<GroupId> = self
-            .groups
-            .hosted()
-            .into_iter()
-            .filter(|&g| g != META_GROUP && self.groups.get(g).is_some_and(|r| r.is_leader()))
-            .collect();
+        let led: HashSet<GroupId> = self.groups.led_shards().into_iter().collect();
         self.presence.sweep(|g| led.contains(&g));
         let gained: Vec<GroupId> = {
             let mut before = self.led.lock().expect("led lock");

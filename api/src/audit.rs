@@ -14,7 +14,7 @@
 //! and are recorded with `via: "mcp"`.
 //!
 //! **Cost.** Entries go through one bounded queue per node to a writer task that takes every
-//! entry waiting (up to [`MAX_BATCH`]) and proposes one `AuditAppend` per workspace: under load
+//! entry waiting (up to [`MAX_BATCH`]) and proposes one `AuditAppendOnce` per workspace: under load
 //! one Raft entry carries the audit of many calls (group commit), so the audit adds few extra
 //! Raft entries.
 //!
@@ -185,8 +185,8 @@ struct Pending {
     ws: String,
     entry: NewAuditEntry,
     done: Option<oneshot::Sender<Result<(), CoreError>>>,
-    /// The outbox record of the call to clear once the entry is committed: `(shard, id)`.
-    outbox: Option<(GroupId, String)>,
+    /// The outbox record of the call to clear once the entry is committed.
+    outbox: Option<Clear>,
     /// For an entry whose record is surely in an outbox: when retrying may stop, the relay
     /// taking over.
     give_up: Option<tokio::time::Instant>,
@@ -331,7 +331,7 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
         // Refused with 401 by the handler (nothing changes), or a public route.
         return next.run(Request::from_parts(parts, body)).await;
     };
-    let mut targets: Vec<(String, String)> =
+    let targets: Vec<(String, String)> =
         match RawPathParams::from_request_parts(&mut parts, &state).await {
             Ok(params) => params
                 .iter()
@@ -340,26 +340,27 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
             Err(_) => Vec::new(),
         };
     let via = parts.extensions.get::<Via>().copied().unwrap_or_default();
-    let method = parts.method.to_string();
 
-    // The record the call's first shard write carries: the entry as known now.
+    // The entry as known now; the call's first shard write carries it as the call's record,
+    // and the status and the answered id complete it below.
+    let mut entry = new_entry(
+        &state,
+        &caller,
+        AuditEntry {
+            method: parts.method.to_string(),
+            route,
+            targets,
+            status: 0,
+            via,
+            request_id: request_id.clone(),
+            received_at,
+        },
+    );
     let record_id = outbox::record_id(received_at, state.audit.node_id, rand::rng().next_u64());
     let call = AuditCall::new(OutboxRecord {
         id: record_id.clone(),
         ws: caller.workspace.clone(),
-        entry: new_entry(
-            &state,
-            &caller,
-            AuditEntry {
-                method: method.clone(),
-                route: route.clone(),
-                targets: targets.clone(),
-                status: 0,
-                via,
-                request_id: request_id.clone(),
-                received_at,
-            },
-        ),
+        entry: entry.clone(),
     });
     let response = call.scope(next.run(Request::from_parts(parts, body))).await;
     let status = response.status();
@@ -373,8 +374,8 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
             match axum::body::to_bytes(rbody, MAX_INSPECTED_BODY as usize).await {
                 Ok(bytes) => {
                     if let Some(id) = answered_id(&bytes) {
-                        if !targets.iter().any(|(_, v)| *v == id) {
-                            targets.push(("id".to_string(), id));
+                        if !entry.targets.iter().any(|(_, v)| *v == id) {
+                            entry.targets.push(("id".to_string(), id));
                         }
                     }
                     Response::from_parts(rparts, Body::from(bytes))
@@ -390,16 +391,7 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
     } else {
         response
     };
-    let entry = AuditEntry {
-        method,
-        route,
-        targets,
-        status: status.as_u16(),
-        via,
-        request_id: request_id.clone(),
-        received_at,
-    };
-    let entry = new_entry(&state, &caller, entry);
+    entry.status = status.as_u16();
     let ws = caller.workspace.clone();
     let outcome = match call.carried() {
         // The record is committed with the change: answer now, append after.
@@ -626,14 +618,9 @@ async fn relay_loop(router: Arc<Router>, limits: Limits, settings: AuditSettings
     loop {
         tick.tick().await;
         let groups = router.groups();
-        for group in groups.hosted() {
-            if group == conclave_raft::META_GROUP
-                || !groups.get(group).is_some_and(|r| r.is_leader())
-            {
-                continue;
-            }
-            let cutoff = conclave_raft::command::now_ms()
-                .saturating_sub(settings.relay_after.as_millis() as u64);
+        let cutoff = conclave_raft::command::now_ms()
+            .saturating_sub(settings.relay_after.as_millis() as u64);
+        for group in groups.led_shards() {
             let kv = GroupKv::new(groups.db(), group);
             match outbox::stale(&kv, cutoff, RELAY_BATCH * 4, RELAY_BATCH) {
                 Ok(rows) if !rows.is_empty() => relay(&router, group, rows, limits).await,

@@ -24,9 +24,7 @@ use conclave_raft::shard::webhook::{
     Delivery, Webhook, WebhookCommand, WebhookQuery, WebhookResponse, WebhookResult,
 };
 use conclave_raft::storage::GroupKv;
-use conclave_raft::{
-    GroupId, ShardCommand, ShardQuery, ShardReadResult, ShardResponse, META_GROUP,
-};
+use conclave_raft::{GroupId, ShardCommand, ShardQuery, ShardReadResult, ShardResponse};
 use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
@@ -64,11 +62,8 @@ async fn run(router: Arc<Router>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        for group in router.groups().hosted() {
-            if group == META_GROUP
-                || !router.groups().get(group).is_some_and(|r| r.is_leader())
-                || !has_schedule(&router, group)
-            {
+        for group in router.groups().led_shards() {
+            if !has_schedule(&router, group) {
                 continue;
             }
             for (ws, seq) in due(&router, group).await {

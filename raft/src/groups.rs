@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use crate::meta::MetaState;
 use crate::network::{GroupNetworkFactory, HeartbeatCoalescer, Peers, RaftTransport};
 use crate::storage::{ApplyWatch, Db, Fsync, LogStore, StateMachine};
-use crate::types::{GroupId, NodeId, Raft};
+use crate::types::{GroupId, NodeId, Raft, META_GROUP};
 
 /// Raft timings shared by every group.
 #[derive(Debug, Clone)]
@@ -193,6 +193,14 @@ impl Groups {
             .expect("groups lock")
             .get(&group)
             .map(|h| h.applied.clone())
+    }
+
+    /// Ids of the data shards (every group but the meta group) this node leads now.
+    pub fn led_shards(&self) -> Vec<GroupId> {
+        self.hosted()
+            .into_iter()
+            .filter(|&g| g != META_GROUP && self.get(g).is_some_and(|r| r.is_leader()))
+            .collect()
     }
 
     /// Ids of the groups hosted here.

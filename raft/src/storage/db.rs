@@ -95,9 +95,9 @@ impl Db {
 
 /// Read options whose iterators stop before the first key not starting with `prefix`: without
 /// a bound, an iterator run to the end of its rows walks on over the deleted keys after them.
-pub(crate) fn bounded(prefix: Option<&[u8]>) -> ReadOptions {
+pub(crate) fn bounded(prefix: &[u8]) -> ReadOptions {
     let mut opts = ReadOptions::default();
-    if let Some(end) = prefix.and_then(prefix_end) {
+    if let Some(end) = prefix_end(prefix) {
         opts.set_iterate_upper_bound(end);
     }
     opts
@@ -182,7 +182,7 @@ impl KvRead for GroupKv<'_> {
         let mut out = Vec::new();
         let mut it = self.db.inner.iterator_cf_opt(
             self.db.cf(CF_SM),
-            bounded(Some(&full_prefix)),
+            bounded(&full_prefix),
             IteratorMode::From(&start, Direction::Forward),
         );
         // Never step past the last row wanted: stepping skips every older version of the row

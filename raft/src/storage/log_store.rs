@@ -162,7 +162,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         }
         let from = self.log_key(start);
         let mut out = Vec::new();
-        let mut opts = bounded(Some(&self.group.to_be_bytes()));
+        let mut opts = bounded(&self.group.to_be_bytes());
         match range.end_bound() {
             Bound::Included(&x) if x < u64::MAX => {
                 opts.set_iterate_upper_bound(self.log_key(x + 1))
@@ -200,7 +200,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> std::io::Result<LogState<TypeConfig>> {
         let last_purged: Option<LogId> = self.get_raft(PURGED)?;
         let end = self.log_key(u64::MAX);
-        let mut opts = bounded(Some(&self.group.to_be_bytes()));
+        let mut opts = bounded(&self.group.to_be_bytes());
         opts.set_iterate_lower_bound(self.log_key(0));
         let mut it = self.db.inner.iterator_cf_opt(
             self.db.cf(CF_LOG),
