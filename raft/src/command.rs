@@ -4,6 +4,7 @@
 //! and sequence numbers are assigned during apply.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -15,8 +16,9 @@ use crate::shard::{ShardCommand, ShardResponse};
 pub struct Proposal {
     /// Milliseconds since the Unix epoch, stamped by the proposing leader.
     pub at_ms: u64,
-    /// The command.
-    pub command: Command,
+    /// The command, shared: entries are cloned on their way through the log cache, replication
+    /// and apply, and a clone is then a reference count. Serialized as the command itself.
+    pub command: Arc<Command>,
 }
 
 /// A command for the meta group or for a data shard. New variants are only ever appended.
@@ -45,7 +47,7 @@ impl Proposal {
     pub fn now(command: Command) -> Self {
         Self {
             at_ms: now_ms(),
-            command,
+            command: Arc::new(command),
         }
     }
 }

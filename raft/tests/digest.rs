@@ -21,7 +21,8 @@ fn put(index: u64, key: &str, value: &str) -> openraft::alias::EntryOf<TypeConfi
             ws: "default".into(),
             key: key.into(),
             value: value.into(),
-        }),
+        })
+        .into(),
     };
     openraft::alias::EntryOf::<TypeConfig>::new_normal(log_id::<TypeConfig>(1, 1, index), proposal)
 }

@@ -293,7 +293,7 @@ async fn route(sim: &Sim, group: GroupId, first: NodeId, cmd: ShardCommand) -> O
         };
         let proposal = Proposal {
             at_ms: sim.net.start.elapsed().as_millis() as u64,
-            command: Command::Shard(cmd.clone()),
+            command: Command::Shard(cmd.clone()).into(),
         };
         match timeout(Duration::from_secs(2), raft.client_write(proposal)).await {
             Ok(Ok(resp)) => {

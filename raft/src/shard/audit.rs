@@ -208,6 +208,7 @@ pub(super) fn append<R: KvRead + ?Sized>(
 ) -> std::io::Result<ShardResponse> {
     let mut first_seq = 0;
     let mut last = 0;
+    let mut rows = Vec::with_capacity(entries.len());
     for e in entries {
         let seq = counter(txn, &keys::counter(ws))?;
         if first_seq == 0 {
@@ -221,8 +222,9 @@ pub(super) fn append<R: KvRead + ?Sized>(
             entry: e.clone(),
         };
         txn.put(keys::row(ws, seq), encode(&row));
-        super::webhook::enqueue(txn, ws, &row, at_ms)?;
+        rows.push(row);
     }
+    super::webhook::enqueue(txn, ws, &rows, at_ms)?;
     if last > 0 {
         trim(txn, ws, last, retention, at_ms, entries.len() as u64)?;
     }

@@ -103,7 +103,7 @@ pub(super) fn clear<R: KvRead + ?Sized>(
     let mut count = 0;
     for id in ids.iter().take(MAX_CLEAR) {
         let k = key(id);
-        if get::<OutboxRow, R>(txn, &k)?.is_some() {
+        if txn.get(&k)?.is_some() {
             txn.delete(k);
             count += 1;
         }
@@ -111,7 +111,12 @@ pub(super) fn clear<R: KvRead + ?Sized>(
     Ok(ShardResponse::OutboxCleared { count })
 }
 
-/// Remembered records one append may forget beyond twice the number it appends.
+/// Remembered records are forgotten by the append whose entries' sequence numbers pass a
+/// multiple of this: an iterator seek per append would cost more than the append itself.
+const SEEN_TRIM_EVERY: u64 = 256;
+
+/// Remembered records one trim may forget beyond twice [`SEEN_TRIM_EVERY`] and twice the
+/// number of entries appended, so forgetting outpaces remembering.
 const SEEN_TRIM_BUDGET: usize = 64;
 
 fn seen_prefix(ws: &str) -> Vec<u8> {
@@ -119,7 +124,8 @@ fn seen_prefix(ws: &str) -> Vec<u8> {
 }
 
 /// Appends to `ws`'s audit log the entries whose record (when named) it has not appended
-/// within `window_ms`, remembers their records, and forgets records older than the window.
+/// within `window_ms`, remembers their records, and forgets records older than the window
+/// (a record remembered longer, not yet trimmed, no longer counts).
 pub(super) fn append_once<R: KvRead + ?Sized>(
     txn: &mut Txn<'_, R>,
     ws: &str,
@@ -129,6 +135,7 @@ pub(super) fn append_once<R: KvRead + ?Sized>(
     at_ms: u64,
 ) -> std::io::Result<ShardResponse> {
     let prefix = seen_prefix(ws);
+    let cutoff = at_ms.saturating_sub(window_ms);
     let mut fresh = Vec::with_capacity(entries.len());
     for (id, entry) in entries {
         if let Some(id) = id
@@ -136,24 +143,29 @@ pub(super) fn append_once<R: KvRead + ?Sized>(
             .filter(|id| !id.is_empty() && id.len() <= MAX_ID_LEN)
         {
             let k = [prefix.as_slice(), id.as_bytes()].concat();
-            if txn.get(&k)?.is_some() {
+            if get::<u64, R>(txn, &k)?.is_some_and(|seen| seen >= cutoff) {
                 continue;
             }
             txn.put(k, encode(&at_ms));
         }
         fresh.push(entry.clone());
     }
-    let cutoff = at_ms.saturating_sub(window_ms);
-    let budget = SEEN_TRIM_BUDGET + 2 * entries.len();
-    for (k, v) in txn.scan(&prefix, None, budget)? {
-        let at: u64 = decode_io(&v)?;
-        if at >= cutoff {
-            // Ids follow receive time, not append time: stop at the first one still kept.
-            break;
+    let appended = super::audit::append(txn, ws, &fresh, retention, at_ms)?;
+    if let ShardResponse::AuditAppended { first_seq, count } = appended {
+        let last_seq = first_seq + count.saturating_sub(1);
+        if count > 0 && first_seq.div_ceil(SEEN_TRIM_EVERY) <= last_seq / SEEN_TRIM_EVERY {
+            let budget = SEEN_TRIM_BUDGET + 2 * (SEEN_TRIM_EVERY as usize + entries.len());
+            for (k, v) in txn.scan(&prefix, None, budget)? {
+                let at: u64 = decode_io(&v)?;
+                if at >= cutoff {
+                    // Ids follow receive time, not append time: stop at the first one still kept.
+                    break;
+                }
+                txn.delete(k);
+            }
         }
-        txn.delete(k);
     }
-    super::audit::append(txn, ws, &fresh, retention, at_ms)
+    Ok(appended)
 }
 
 /// Up to `limit` records written before `before_ms` (leader time), among the first `scan`
@@ -327,10 +339,22 @@ mod tests {
         assert_eq!(appended(again), 3);
         let relay = apply_to_map(&mut s, 3, &append_once(&[Some("a"), Some("b")]), 1_090);
         assert_eq!(appended(relay), 0);
-        // Past the window the records are forgotten (the oldest first).
-        let late = apply_to_map(&mut s, 3, &append_once(&[None]), 1_200);
-        assert_eq!(appended(late), 1);
-        assert!(s.keys().all(|k| !k.starts_with(b"Q\0")), "{s:?}");
+        // Past the window a record is forgotten: its entry is appended again.
+        let late = apply_to_map(&mut s, 3, &append_once(&[Some("c"), None]), 1_200);
+        assert_eq!(appended(late), 2);
+        let seen = |s: &Store| {
+            s.keys()
+                .filter(|k| k.starts_with(b"Q\0"))
+                .map(|k| String::from_utf8_lossy(&k[4..]).into_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(seen(&s), ["a", "b", "c"]);
+        // The rows of forgotten records go once the sequence passes a trim point (the 7 entries
+        // so far, then 256 more): those older than the window, oldest first.
+        let many = vec![None; SEEN_TRIM_EVERY as usize];
+        let trim = apply_to_map(&mut s, 3, &append_once(&many), 1_300);
+        assert_eq!(appended(trim), SEEN_TRIM_EVERY);
+        assert_eq!(seen(&s), ["c"]);
     }
 
     #[test]

@@ -320,50 +320,59 @@ pub(super) fn apply<R: KvRead + ?Sized>(
     })
 }
 
-/// Enqueues a delivery of `entry` (a successful change) to every webhook of `ws` subscribed to
-/// its event type; called by the audit append, in the same apply.
+/// Enqueues a delivery of each of `entries` that is a successful change to every webhook of
+/// `ws` subscribed to its event type; called by the audit append, in the same apply, with the
+/// entries it appended (the webhooks are read once per append).
 pub(super) fn enqueue<R: KvRead + ?Sized>(
     txn: &mut Txn<'_, R>,
     ws: &str,
-    entry: &AuditEntry,
+    entries: &[AuditEntry],
     at_ms: u64,
 ) -> std::io::Result<()> {
-    if !(200..300).contains(&entry.entry.status) {
+    if !entries.iter().any(|e| (200..300).contains(&e.entry.status)) {
         return Ok(());
     }
-    let hooks = txn.scan(&keys::webhook_prefix(ws), None, MAX_WEBHOOKS_PER_WORKSPACE)?;
+    let hooks = txn
+        .scan(&keys::webhook_prefix(ws), None, MAX_WEBHOOKS_PER_WORKSPACE)?
+        .into_iter()
+        .map(|(_, v)| decode_io::<Webhook>(&v))
+        .collect::<std::io::Result<Vec<_>>>()?;
     if hooks.is_empty() {
         return Ok(());
     }
-    let event_type = super::audit::event_type(&entry.entry.method, &entry.entry.route);
-    for (_, v) in hooks {
-        let hook: Webhook = decode_io(&v)?;
-        if !hook.wants(&event_type) {
+    for entry in entries {
+        if !(200..300).contains(&entry.entry.status) {
             continue;
         }
-        let seq = counter(txn, &keys::delivery_counter(ws))?;
-        if seq > MAX_DELIVERIES_PER_WORKSPACE {
-            let old = seq - MAX_DELIVERIES_PER_WORKSPACE;
-            if let Some(d) = get::<Delivery, R>(txn, &keys::delivery(ws, old))? {
-                if let Some(at) = d.next_attempt_at {
-                    txn.delete(keys::schedule(at, ws, old));
-                }
-                txn.delete(keys::delivery(ws, old));
+        let event_type = super::audit::event_type(&entry.entry.method, &entry.entry.route);
+        for hook in &hooks {
+            if !hook.wants(&event_type) {
+                continue;
             }
+            let seq = counter(txn, &keys::delivery_counter(ws))?;
+            if seq > MAX_DELIVERIES_PER_WORKSPACE {
+                let old = seq - MAX_DELIVERIES_PER_WORKSPACE;
+                if let Some(d) = get::<Delivery, R>(txn, &keys::delivery(ws, old))? {
+                    if let Some(at) = d.next_attempt_at {
+                        txn.delete(keys::schedule(at, ws, old));
+                    }
+                    txn.delete(keys::delivery(ws, old));
+                }
+            }
+            let d = Delivery {
+                id: format!("dlv_{seq}"),
+                seq,
+                webhook_id: hook.id.clone(),
+                event_type: event_type.clone(),
+                event: entry.clone(),
+                status: DeliveryStatus::Pending,
+                next_attempt_at: Some(at_ms),
+                created_at: at_ms,
+                attempts: Vec::new(),
+            };
+            txn.put(keys::schedule(at_ms, ws, seq), Vec::new());
+            txn.put(keys::delivery(ws, seq), encode(&d));
         }
-        let d = Delivery {
-            id: format!("dlv_{seq}"),
-            seq,
-            webhook_id: hook.id.clone(),
-            event_type: event_type.clone(),
-            event: entry.clone(),
-            status: DeliveryStatus::Pending,
-            next_attempt_at: Some(at_ms),
-            created_at: at_ms,
-            attempts: Vec::new(),
-        };
-        txn.put(keys::schedule(at_ms, ws, seq), Vec::new());
-        txn.put(keys::delivery(ws, seq), encode(&d));
     }
     Ok(())
 }

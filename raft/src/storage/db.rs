@@ -8,7 +8,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, ReadOptions, DB};
+use rocksdb::{
+    BlockBasedOptions, ColumnFamilyDescriptor, Direction, IteratorMode, Options, ReadOptions, DB,
+};
 
 use crate::kv::KvRead;
 use crate::types::GroupId;
@@ -34,7 +36,7 @@ impl Db {
         opts.set_max_background_jobs(2);
         let cfs = [CF_LOG, CF_RAFT, CF_SM, CF_SMMETA]
             .into_iter()
-            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+            .map(|name| ColumnFamilyDescriptor::new(name, cf_options(name)));
         let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(io_err)?;
         Ok(Self {
             inner: Arc::new(db),
@@ -197,6 +199,19 @@ impl KvRead for GroupKv<'_> {
         }
         Ok(out)
     }
+}
+
+/// Options of one column family. State-machine rows get a bloom filter: apply looks up many
+/// keys that do not exist yet (a new record, a first counter), and without a filter each such
+/// lookup searches every table file.
+fn cf_options(name: &str) -> Options {
+    let mut opts = Options::default();
+    if name == CF_SM {
+        let mut table = BlockBasedOptions::default();
+        table.set_bloom_filter(10.0, false);
+        opts.set_block_based_table_factory(&table);
+    }
+    opts
 }
 
 #[cfg(test)]

@@ -187,7 +187,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
                     Response::None
                 }
-                EntryPayload::Normal(p) => match (&p.command, self.group == META_GROUP) {
+                EntryPayload::Normal(p) => match (&*p.command, self.group == META_GROUP) {
                     (Command::Meta(cmd), true) => {
                         meta_changed = true;
                         Response::Meta(self.meta.write().expect("meta lock").apply(cmd, p.at_ms))
