@@ -585,24 +585,32 @@ mod tests {
     }
 
     fn call(s: &mut Store, method: &str, route: &str, status: u16, at: u64) {
-        let entry = NewAuditEntry {
-            key_id: "key_1".into(),
-            user_id: None,
-            via: "rest".into(),
-            method: method.into(),
-            route: route.into(),
-            targets: vec![],
-            status,
-            request_id: "r".into(),
-            received_at: at,
-            node_id: 1,
-        };
+        calls(s, &[(method, route, status)], at);
+    }
+
+    /// One audit append of the calls `(method, route, status)`.
+    fn calls(s: &mut Store, calls: &[(&str, &str, u16)], at: u64) {
+        let entries = calls
+            .iter()
+            .map(|&(method, route, status)| NewAuditEntry {
+                key_id: "key_1".into(),
+                user_id: None,
+                via: "rest".into(),
+                method: method.into(),
+                route: route.into(),
+                targets: vec![],
+                status,
+                request_id: "r".into(),
+                received_at: at,
+                node_id: 1,
+            })
+            .collect();
         apply_to_map(
             s,
             1,
             &ShardCommand::AuditAppend {
                 ws: "w".into(),
-                entries: vec![entry],
+                entries,
                 retention: AuditRetention {
                     max_age_ms: u64::MAX,
                     max_entries: u64::MAX,
@@ -689,6 +697,28 @@ mod tests {
         // task.created → both hooks; topic.created → the `*` one; the refused call → none.
         assert_eq!(due(&s, 100), vec![1, 2, 3]);
         assert_eq!(due(&s, 10), vec![1, 2]);
+    }
+
+    #[test]
+    fn one_append_of_many_calls_enqueues_what_one_append_per_call_would() {
+        let made = [
+            ("POST", "/v1/tasks", 201),
+            ("POST", "/v1/topics", 201),
+            ("POST", "/v1/tasks", 400),
+            ("DELETE", "/v1/context/{key}", 200),
+        ];
+        let mut apart = Store::new();
+        let mut together = Store::new();
+        for s in [&mut apart, &mut together] {
+            create(s, &["task.created"]);
+            create(s, &["*"]);
+        }
+        for &c in &made {
+            calls(&mut apart, &[c], 10);
+        }
+        calls(&mut together, &made, 10);
+        assert_eq!(due(&together, 100), vec![1, 2, 3, 4]);
+        assert_eq!(apart, together);
     }
 
     #[test]
