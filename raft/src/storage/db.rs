@@ -91,7 +91,10 @@ impl Db {
         for cf in [CF_LOG, CF_RAFT, CF_SM, CF_SMMETA] {
             batch.delete_range_cf(self.cf(cf), &from, &to);
         }
-        self.inner.write(batch).map_err(io_err)
+        // Synced: a group whose removal a power loss undid would be reopened as a replica.
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.set_sync(true);
+        self.inner.write_opt(batch, &opts).map_err(io_err)
     }
 }
 
