@@ -16,4 +16,4 @@ pub mod validate;
 pub mod webhooks;
 
 pub use routes::{app, openapi};
-pub use state::AppState;
+pub use state::{AppState, Shared};

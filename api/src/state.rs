@@ -12,9 +12,28 @@ use crate::error::ApiResult;
 /// How long a handler waits for its node's meta replica to catch up with the meta leader.
 pub const META_BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Shared handler state.
+/// Shared handler state: a handle, cloned for every request (one reference count), to the
+/// node's [`Shared`] parts.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// A handle to `shared`.
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What every handler shares.
+pub struct Shared {
     /// The node's router.
     pub router: Arc<Router>,
     /// Largest request body accepted, bytes.
@@ -29,7 +48,7 @@ pub struct AppState {
     pub streams: crate::live::Streams,
 }
 
-impl AppState {
+impl Shared {
     /// The node's groups.
     pub fn groups(&self) -> &Groups {
         self.router.groups()

@@ -28,7 +28,9 @@ fn main() -> anyhow::Result<()> {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
+    conclave_raft::storage::disable_perf_counters();
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .on_thread_start(conclave_raft::storage::disable_perf_counters)
         .enable_all()
         .build()?;
     runtime.block_on(cli::run(cli))

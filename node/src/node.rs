@@ -11,7 +11,7 @@ use conclave_actors::controller::{Controller, ControllerSettings};
 use conclave_actors::router::RouterSettings;
 use conclave_actors::{reconciler, GrpcForwarder, Router};
 use conclave_api::auth::{hash_secret, new_secret};
-use conclave_api::AppState;
+use conclave_api::{AppState, Shared};
 use conclave_proto::peer::peer_server::PeerServer;
 use conclave_proto::peer::JoinRequest;
 use conclave_raft::command::{Command, Proposal};
@@ -163,7 +163,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
     )?;
     conclave_api::webhooks::start(router.clone());
-    let state = AppState {
+    let state = AppState::new(Shared {
         router: router.clone(),
         max_body_bytes: config.max_body_bytes,
         max_artifact_bytes: config.max_artifact_bytes,
@@ -177,7 +177,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             },
         ),
         streams: conclave_api::live::Streams::new(config.stream_settings()),
-    };
+    });
     tracing::info!(node = node_id, listen = %api_addr, peer = %peer_addr, "serving");
     let api_listener = api_listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {

@@ -25,12 +25,15 @@ pub enum CodecError {
 
 /// Encodes `value` with the current format version.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
-    let mut out = vec![FORMAT_V1];
+    // One buffer, sized for a typical row so most values need no regrowth.
+    let mut out = Vec::with_capacity(ENCODE_CAPACITY);
+    out.push(FORMAT_V1);
     // Serializing into a Vec cannot fail for the plain data types Conclave encodes.
-    let body = postcard::to_allocvec(value).expect("postcard encoding of plain data");
-    out.extend_from_slice(&body);
-    out
+    postcard::to_extend(value, out).expect("postcard encoding of plain data")
 }
+
+/// Bytes reserved up front by [`encode`].
+const ENCODE_CAPACITY: usize = 128;
 
 /// Decodes a value written by [`encode`].
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
@@ -64,5 +67,22 @@ mod tests {
             Err(CodecError::UnknownVersion(9))
         ));
         assert!(matches!(decode::<u64>(&[]), Err(CodecError::Empty)));
+    }
+
+    #[test]
+    fn the_version_byte_is_followed_by_exactly_postcards_bytes_at_any_size() {
+        // Values shorter and longer than the reserved buffer: stored bytes must not change.
+        for len in [
+            0,
+            1,
+            ENCODE_CAPACITY - 3,
+            ENCODE_CAPACITY,
+            10 * ENCODE_CAPACITY,
+        ] {
+            let value = ("x".repeat(len), len as u64, vec![7u8; len / 2]);
+            let mut expected = vec![FORMAT_V1];
+            expected.extend(postcard::to_allocvec(&value).unwrap());
+            assert_eq!(encode(&value), expected, "length {len}");
+        }
     }
 }

@@ -365,7 +365,7 @@ pub enum ShardResponse {
     /// Audit entries appended: numbers `first_seq..first_seq + count`.
     AuditAppended { first_seq: u64, count: u64 },
     // audit outbox
-    /// Outbox records removed.
+    /// Outbox records removed (the ids named; an unknown one removes nothing).
     OutboxCleared { count: u64 },
 }
 

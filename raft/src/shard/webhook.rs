@@ -329,7 +329,11 @@ pub(super) fn enqueue<R: KvRead + ?Sized>(
     entries: &[AuditEntry],
     at_ms: u64,
 ) -> std::io::Result<()> {
-    if !entries.iter().any(|e| (200..300).contains(&e.entry.status)) {
+    let changes: Vec<&AuditEntry> = entries
+        .iter()
+        .filter(|e| (200..300).contains(&e.entry.status))
+        .collect();
+    if changes.is_empty() {
         return Ok(());
     }
     let hooks = txn
@@ -340,10 +344,7 @@ pub(super) fn enqueue<R: KvRead + ?Sized>(
     if hooks.is_empty() {
         return Ok(());
     }
-    for entry in entries {
-        if !(200..300).contains(&entry.entry.status) {
-            continue;
-        }
+    for entry in changes {
         let event_type = super::audit::event_type(&entry.entry.method, &entry.entry.route);
         for hook in &hooks {
             if !hook.wants(&event_type) {

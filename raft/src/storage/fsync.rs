@@ -42,6 +42,7 @@ impl Fsync {
         std::thread::Builder::new()
             .name("conclave-fsync".into())
             .spawn(move || {
+                super::disable_perf_counters();
                 while let Ok(first) = rx.recv() {
                     let mut waiting = vec![first];
                     waiting.extend(rx.try_iter());

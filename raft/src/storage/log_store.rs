@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
-use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions};
+use rocksdb::{Direction, IteratorMode, WriteBatch};
 
 use crate::codec::{decode_io, encode};
 use crate::storage::db::{bounded, gkey, io_err, CF_LOG, CF_RAFT};
@@ -139,11 +139,9 @@ impl LogStore {
         value: &T,
         sync: bool,
     ) -> std::io::Result<()> {
-        let mut opts = WriteOptions::default();
-        opts.set_sync(sync);
         let mut batch = WriteBatch::default();
         batch.put_cf(self.db.cf(CF_RAFT), gkey(self.group, tag), encode(value));
-        self.db.inner.write_opt(batch, &opts).map_err(io_err)
+        self.db.write(batch, sync)
     }
 }
 
@@ -259,7 +257,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.put_cf(self.db.cf(CF_LOG), self.log_key(entry.index()), bytes);
         }
         // Written unsynced so the entries are readable now; durable once the fsync thread runs.
-        self.db.inner.write(batch).map_err(io_err)?;
+        self.db.write(batch, false)?;
         let mut recent = self.recent();
         for (entry, size) in entries.into_iter().zip(sizes) {
             recent.append(entry, size);
@@ -278,7 +276,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             self.log_key(u64::MAX),
         );
         batch.delete_cf(self.db.cf(CF_LOG), self.log_key(u64::MAX));
-        self.db.inner.write(batch).map_err(io_err)?;
+        self.db.write(batch, false)?;
         self.recent().truncate(from);
         Ok(())
     }
@@ -292,7 +290,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             self.log_key(0),
             self.log_key(log_id.index() + 1),
         );
-        self.db.inner.write(batch).map_err(io_err)?;
+        self.db.write(batch, false)?;
         self.recent().purge(log_id.index());
         Ok(())
     }

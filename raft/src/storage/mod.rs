@@ -7,7 +7,7 @@ mod fsync;
 mod log_store;
 mod state_machine;
 
-pub use db::{Db, GroupKv};
+pub use db::{disable_perf_counters, Db, GroupKv};
 pub use digest::{group_digest, GroupDigest};
 pub use fsync::Fsync;
 pub use log_store::LogStore;

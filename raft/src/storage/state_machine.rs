@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
-use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions};
+use rocksdb::{Direction, IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{decode_io, encode};
@@ -234,7 +234,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             );
         }
         // A failed write here would let replicas diverge: the error halts this group's Raft.
-        self.db.inner.write(batch).map_err(io_err)?;
+        self.db.write(batch, false)?;
         if let Some(l) = last_applied {
             self.applied.send_replace(l.index());
         }
@@ -286,9 +286,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             gkey(self.group, SNAPSHOT),
             encode(&stored),
         );
-        let mut opts = WriteOptions::default();
-        opts.set_sync(true);
-        self.db.inner.write_opt(batch, &opts).map_err(io_err)?;
+        self.db.write(batch, true)?;
         if let Some(state) = payload.meta_state {
             *self.meta.write().expect("meta lock") = state;
         }
