@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use conclave_proto::peer::ShardAdminRequest;
 use conclave_raft::codec::{decode, encode};
-use conclave_raft::error::CoreError;
+use conclave_raft::error::{CoreError, ErrorCode};
 use conclave_raft::meta::{MetaState, NodeState};
 use conclave_raft::{GroupId, Groups, MetaCommand, NodeId, NodeInfo, Raft, META_GROUP};
 use openraft::ChangeMembers;
@@ -46,6 +46,12 @@ impl Default for ControllerSettings {
     }
 }
 
+/// How long one [`ShardAction::ApplyMove`] waits for its new replica to catch up before it
+/// reports the move unfinished; the next control round waits again (with a new target). Short,
+/// because the control round waits for it: a replica streaming a snapshot or a long log takes
+/// several rounds, and dead nodes are still noticed between them.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(3);
+
 /// Work a shard's leader does for the controller.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ShardAction {
@@ -56,6 +62,9 @@ pub enum ShardAction {
     },
     /// Hand leadership to `to`.
     TransferLeader { to: NodeId },
+    /// Drop `node` from the group if it is only a learner; refused with
+    /// [`ErrorCode::Conflict`] if it already votes.
+    CancelAdd { node: NodeId },
 }
 
 /// Runs `action` on `group`, which this node must lead. Idempotent.
@@ -78,9 +87,12 @@ pub async fn run_shard_action(
             let voters: BTreeSet<NodeId> = voter_ids(&raft);
             if let Some((id, info)) = add {
                 if !voters.contains(&id) {
-                    raft.add_learner(id, info, true)
-                        .await
-                        .map_err(|e| err(e.to_string()))?;
+                    if !member_ids(&raft).contains(&id) {
+                        raft.add_learner(id, info, false)
+                            .await
+                            .map_err(|e| err(e.to_string()))?;
+                    }
+                    wait_caught_up(&raft, group, id).await?;
                     raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
                         .await
                         .map_err(|e| err(e.to_string()))?;
@@ -104,6 +116,19 @@ pub async fn run_shard_action(
             .transfer_leader(to)
             .await
             .map_err(|e| err(e.to_string())),
+        ShardAction::CancelAdd { node } => {
+            if voter_ids(&raft).contains(&node) {
+                return Err(CoreError::conflict(format!(
+                    "node {node} already votes in group {group}"
+                )));
+            }
+            if member_ids(&raft).contains(&node) {
+                raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([node])), false)
+                    .await
+                    .map_err(|e| err(e.to_string()))?;
+            }
+            Ok(())
+        }
     }
 }
 
@@ -228,13 +253,21 @@ impl Controller {
         }
         let this = &*self;
         let drives = moves.iter().map(|(shard, epoch, add, remove)| {
-            let (meta, leaders) = (&meta, &leaders);
+            let (meta, leaders, alive) = (&meta, &leaders, &alive);
             async move {
                 let leader = leaders.get(shard);
-                if let Err(e) = this
-                    .drive_move(meta, *shard, *epoch, *add, *remove, leader)
-                    .await
-                {
+                let driven = match add {
+                    // Its new replica's node died: the replica will never catch up.
+                    Some(node) if !alive.contains(node) => {
+                        this.abandon_move(meta, *shard, *epoch, *node, *remove, leader)
+                            .await
+                    }
+                    _ => {
+                        this.drive_move(meta, *shard, *epoch, *add, *remove, leader)
+                            .await
+                    }
+                };
+                if let Err(e) = driven {
                     tracing::info!(shard, error = %e.message, "move not finished yet");
                 }
             }
@@ -283,6 +316,41 @@ impl Controller {
             .await?;
         tracing::info!(shard, "replica move finished");
         Ok(())
+    }
+
+    /// Ends a move whose new replica is on the dead node `add`: the shard's leader drops that
+    /// learner and the meta group records the move cancelled, so the planner can place the
+    /// replica elsewhere. If the node already votes in the shard, the move is finished as
+    /// planned instead, and the dead node's replica is replaced like any other.
+    async fn abandon_move(
+        &self,
+        meta: &MetaState,
+        shard: GroupId,
+        epoch: u64,
+        add: NodeId,
+        remove: Option<NodeId>,
+        leader: Option<&NodeId>,
+    ) -> Result<(), CoreError> {
+        let leader_id = *leader
+            .ok_or_else(|| CoreError::unavailable(format!("shard {shard} has no leader")))?;
+        let cancel = ShardAction::CancelAdd { node: add };
+        match self.shard_action(meta, leader_id, shard, cancel).await {
+            Ok(()) => {
+                self.meta_write(MetaCommand::CancelMove { shard, epoch })
+                    .await?;
+                tracing::info!(
+                    shard,
+                    node = add,
+                    "replica move abandoned: its node is dead"
+                );
+                Ok(())
+            }
+            Err(e) if e.code == ErrorCode::Conflict => {
+                self.drive_move(meta, shard, epoch, Some(add), remove, leader)
+                    .await
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn shard_action(
@@ -412,6 +480,45 @@ impl Controller {
         }
         Ok(())
     }
+}
+
+/// Waits, for at most [`CATCH_UP_WAIT`], until learner `id` of `group` holds every entry this
+/// node (its leader) held when the wait began. A new replica promoted before that would count
+/// towards the shard's quorum without its data: a majority of a three-replica shard could then
+/// hang on one node.
+async fn wait_caught_up(raft: &Raft, group: GroupId, id: NodeId) -> Result<(), CoreError> {
+    let target = raft.metrics().borrow_watched().last_log_index;
+    let caught_up = |m: &openraft::RaftMetrics<_>| match &m.replication {
+        Some(replication) => replication
+            .get(&id)
+            .is_some_and(|matched| matched.as_ref().map(|l| l.index()) >= target),
+        // Not the leader any more: stop waiting; the check below reports it.
+        None => true,
+    };
+    let waited = raft
+        .wait(Some(CATCH_UP_WAIT))
+        .metrics(caught_up, "the new replica catches up")
+        .await;
+    match waited {
+        Ok(m) if m.replication.is_some() => Ok(()),
+        Ok(_) => Err(CoreError::unavailable(format!(
+            "not the leader of group {group} any more"
+        ))),
+        Err(_) => Err(CoreError::unavailable(format!(
+            "node {id} has not caught up with group {group} yet"
+        ))),
+    }
+}
+
+/// Every member (voter or learner) of `raft`'s latest membership config.
+fn member_ids(raft: &Raft) -> BTreeSet<NodeId> {
+    raft.metrics()
+        .borrow_watched()
+        .membership_config
+        .membership()
+        .nodes()
+        .map(|(id, _)| *id)
+        .collect()
 }
 
 /// The voters of `raft`'s latest membership config.

@@ -274,12 +274,7 @@ async fn a_new_meta_leader_resumes_the_moves_in_progress() -> Result<()> {
     // onto it, so the moves onto it cannot finish: a move waits for its new replica to catch up.
     let fourth = cluster.add_node_unready().await?;
     let fourth_id = cluster.node(fourth).node_id();
-    let pid = cluster.node(fourth).pid().context("the fourth node runs")? as libc::pid_t;
-    // SAFETY: signalling a child process this test started and still owns.
-    ensure!(
-        unsafe { libc::kill(pid, libc::SIGSTOP) } == 0,
-        "SIGSTOP failed"
-    );
+    cluster.pause(fourth)?;
 
     // The meta group records at least one move onto it.
     wait_until(
@@ -322,16 +317,75 @@ async fn a_new_meta_leader_resumes_the_moves_in_progress() -> Result<()> {
     .await?;
 
     // Thawed, the fourth node catches up and the new meta leader finishes every move.
-    // SAFETY: as above.
-    ensure!(
-        unsafe { libc::kill(pid, libc::SIGCONT) } == 0,
-        "SIGCONT failed"
-    );
+    cluster.resume(fourth)?;
+    wait_holds_replicas(&cluster, survivor, fourth_id).await?;
+
+    // The killed node comes back, the cluster converges, and nothing written is lost.
+    cluster.restart(leader_index).await?;
+    cluster.wait_converged().await?;
+    data.verify(cluster.api(fourth)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_onto_a_node_that_dies_is_abandoned() -> Result<()> {
+    let mut cluster = Cluster::builder()
+        .nodes(3)
+        .env(
+            "CONCLAVE_DEAD_NODE_TIMEOUT_SECS",
+            DEAD_NODE_TIMEOUT_SECS.to_string(),
+        )
+        .start()
+        .await?;
+    let data = Dataset::write(cluster.api(0), "before-abandon").await?;
+
+    // A fourth node joins and freezes at once: replicas start moving onto it, but none can
+    // catch up, so none may become a voter; once the node counts as dead the moves are
+    // abandoned and the shards stay on the three live nodes.
+    let fourth = cluster.add_node_unready().await?;
+    let fourth_id = cluster.node(fourth).node_id();
+    cluster.pause(fourth)?;
     wait_until(
-        "every move finished, some onto the fourth node",
+        "a move onto the frozen node abandoned",
         RECOVERY_TIMEOUT,
         async || {
-            let status = cluster.status(survivor).await?;
+            for i in 0..3 {
+                if cluster.stderr_log(i)?.contains("replica move abandoned") {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        },
+    )
+    .await?;
+    cluster
+        .wait_replicas_moved_off(0, fourth_id, RECOVERY_TIMEOUT)
+        .await?;
+    let status = cluster.status(0).await?;
+    ensure!(
+        status.shards.iter().all(|s| s.moving.is_none()),
+        "moves still in progress: {:?}",
+        status.shards
+    );
+    for i in 0..3 {
+        data.verify(cluster.api(i))
+            .await
+            .with_context(|| format!("via node {i}"))?;
+    }
+
+    // Thawed, the fourth node is alive again and gets its share of replicas.
+    cluster.resume(fourth)?;
+    wait_holds_replicas(&cluster, 0, fourth_id).await?;
+    data.verify(cluster.api(fourth)).await
+}
+
+/// Waits until, as node `via` reports, no move is in progress, every shard has a leader and
+/// node `id` holds at least one replica.
+async fn wait_holds_replicas(cluster: &Cluster, via: usize, id: u64) -> Result<()> {
+    wait_until(
+        "every move finished, some onto the new node",
+        RECOVERY_TIMEOUT,
+        async || {
+            let status = cluster.status(via).await?;
             let idle = status
                 .shards
                 .iter()
@@ -339,19 +393,14 @@ async fn a_new_meta_leader_resumes_the_moves_in_progress() -> Result<()> {
             let held = status
                 .shards
                 .iter()
-                .filter(|s| s.replicas.contains(&fourth_id))
+                .filter(|s| s.replicas.contains(&id))
                 .count();
             ensure!(
                 idle && held > 0,
-                "moves idle: {idle}, replicas on node {fourth_id}: {held}"
+                "moves idle: {idle}, replicas on node {id}: {held}"
             );
             Ok(true)
         },
     )
-    .await?;
-
-    // The killed node comes back, the cluster converges, and nothing written is lost.
-    cluster.restart(leader_index).await?;
-    cluster.wait_converged().await?;
-    data.verify(cluster.api(fourth)).await
+    .await
 }

@@ -231,6 +231,10 @@ pub enum MetaCommand {
     // mcp
     /// Ends an MCP session (by its nonce) on every node until it expires at `expires_at`.
     EndMcpSession { nonce: String, expires_at: u64 },
+    // placement (appended here: a variant's position is its encoding)
+    /// Abandons the shard's move in progress if its epoch is still `epoch`: the replicas stay
+    /// as they were. For a move whose new replica's node died before it caught up.
+    CancelMove { shard: GroupId, epoch: u64 },
 }
 
 /// The result of a meta command.
@@ -357,25 +361,8 @@ impl MetaState {
                     MetaResponse::Refused(CoreError::not_found(format!("shard {shard} not found")))
                 }
             },
-            MetaCommand::FinishMove { shard, epoch } => match self.shards.get_mut(shard) {
-                Some(s) if s.epoch == *epoch && s.moving.is_some() => {
-                    let m = s.moving.take().expect("checked above");
-                    if let Some(add) = m.add {
-                        s.replicas.insert(add);
-                    }
-                    if let Some(remove) = m.remove {
-                        s.replicas.remove(&remove);
-                    }
-                    s.epoch += 1;
-                    MetaResponse::Ok
-                }
-                Some(_) => MetaResponse::Refused(CoreError::conflict(format!(
-                    "shard {shard} has no such move"
-                ))),
-                None => {
-                    MetaResponse::Refused(CoreError::not_found(format!("shard {shard} not found")))
-                }
-            },
+            MetaCommand::FinishMove { shard, epoch } => self.end_move(*shard, *epoch, true),
+            MetaCommand::CancelMove { shard, epoch } => self.end_move(*shard, *epoch, false),
             MetaCommand::CreateApiKey {
                 name,
                 workspace,
@@ -455,6 +442,30 @@ impl MetaState {
                     Err(e) => MetaResponse::Refused(e),
                 }
             }
+        }
+    }
+
+    /// Ends `shard`'s move in progress if its epoch is still `epoch`, applying it (`finish`)
+    /// or leaving the replicas as they were; either way the epoch moves on.
+    fn end_move(&mut self, shard: GroupId, epoch: u64, finish: bool) -> MetaResponse {
+        match self.shards.get_mut(&shard) {
+            Some(s) if s.epoch == epoch && s.moving.is_some() => {
+                let m = s.moving.take().expect("checked above");
+                if finish {
+                    if let Some(add) = m.add {
+                        s.replicas.insert(add);
+                    }
+                    if let Some(remove) = m.remove {
+                        s.replicas.remove(&remove);
+                    }
+                }
+                s.epoch += 1;
+                MetaResponse::Ok
+            }
+            Some(_) => MetaResponse::Refused(CoreError::conflict(format!(
+                "shard {shard} has no such move"
+            ))),
+            None => MetaResponse::Refused(CoreError::not_found(format!("shard {shard} not found"))),
         }
     }
 
@@ -587,5 +598,30 @@ mod tests {
         ));
         assert_eq!(m.shards[&1].replicas, BTreeSet::from([1, 2]));
         assert_eq!(m.shards[&1].epoch, 2);
+
+        // A cancelled move leaves the replicas as they were and moves the epoch on.
+        let begin = MetaCommand::BeginMove {
+            shard: 1,
+            epoch: 2,
+            add: Some(3),
+            remove: Some(1),
+        };
+        assert_eq!(m.apply(&begin, 5), MetaResponse::Ok);
+        assert!(matches!(
+            m.apply(&MetaCommand::CancelMove { shard: 1, epoch: 1 }, 6),
+            MetaResponse::Refused(_)
+        ));
+        assert_eq!(
+            m.apply(&MetaCommand::CancelMove { shard: 1, epoch: 2 }, 7),
+            MetaResponse::Ok
+        );
+        assert!(m.shards[&1].moving.is_none());
+        assert!(!m.shards[&1].hosts(3));
+        assert_eq!(m.shards[&1].replicas, BTreeSet::from([1, 2]));
+        assert_eq!(m.shards[&1].epoch, 3);
+        assert!(matches!(
+            m.apply(&MetaCommand::FinishMove { shard: 1, epoch: 2 }, 8),
+            MetaResponse::Refused(_)
+        ));
     }
 }
