@@ -52,6 +52,10 @@ impl Default for ControllerSettings {
 /// several rounds, and dead nodes are still noticed between them.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(3);
 
+/// How long a control round waits for a meta learner to catch up before making it a voter;
+/// the meta log is small, so a live learner is there within a round.
+const PROMOTE_WAIT: Duration = Duration::from_secs(1);
+
 /// Work a shard's leader does for the controller.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ShardAction {
@@ -92,7 +96,7 @@ pub async fn run_shard_action(
                             .await
                             .map_err(|e| err(e.to_string()))?;
                     }
-                    wait_caught_up(&raft, group, id).await?;
+                    wait_caught_up(&raft, group, id, CATCH_UP_WAIT).await?;
                     raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
                         .await
                         .map_err(|e| err(e.to_string()))?;
@@ -427,7 +431,15 @@ impl Controller {
             if desired.len() >= 3 {
                 break;
             }
-            desired.insert(*id);
+            // A learner votes only once it holds the meta log: a node that joined and went
+            // silent must not become a voter the group then waits for.
+            if voters.contains(id)
+                || wait_caught_up(&raft, META_GROUP, *id, PROMOTE_WAIT)
+                    .await
+                    .is_ok()
+            {
+                desired.insert(*id);
+            }
         }
         // Keep dead voters while no replacement exists: removing them gains nothing.
         for v in &voters {
@@ -482,11 +494,16 @@ impl Controller {
     }
 }
 
-/// Waits, for at most [`CATCH_UP_WAIT`], until learner `id` of `group` holds every entry this
-/// node (its leader) held when the wait began. A new replica promoted before that would count
-/// towards the shard's quorum without its data: a majority of a three-replica shard could then
-/// hang on one node.
-async fn wait_caught_up(raft: &Raft, group: GroupId, id: NodeId) -> Result<(), CoreError> {
+/// Waits, for at most `timeout`, until learner `id` of `group` holds every entry this node (its
+/// leader) held when the wait began. A new replica promoted before that would count towards
+/// the group's quorum without its data: a majority of a three-replica group could then hang on
+/// one node.
+async fn wait_caught_up(
+    raft: &Raft,
+    group: GroupId,
+    id: NodeId,
+    timeout: Duration,
+) -> Result<(), CoreError> {
     let target = raft.metrics().borrow_watched().last_log_index;
     let caught_up = |m: &openraft::RaftMetrics<_>| match &m.replication {
         Some(replication) => replication
@@ -496,7 +513,7 @@ async fn wait_caught_up(raft: &Raft, group: GroupId, id: NodeId) -> Result<(), C
         None => true,
     };
     let waited = raft
-        .wait(Some(CATCH_UP_WAIT))
+        .wait(Some(timeout))
         .metrics(caught_up, "the new replica catches up")
         .await;
     match waited {
