@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use conclave_proto::peer::ShardAdminRequest;
 use conclave_raft::codec::{decode, encode};
 use conclave_raft::error::{CoreError, ErrorCode};
+use conclave_raft::membership::wait_caught_up;
 use conclave_raft::meta::{MetaState, NodeState};
 use conclave_raft::{GroupId, Groups, MetaCommand, NodeId, NodeInfo, Raft, META_GROUP};
 use openraft::ChangeMembers;
@@ -491,39 +492,6 @@ impl Controller {
                 .map_err(|e| CoreError::unavailable(e.to_string()))?;
         }
         Ok(())
-    }
-}
-
-/// Waits, for at most `timeout`, until learner `id` of `group` holds every entry this node (its
-/// leader) held when the wait began. A new replica promoted before that would count towards
-/// the group's quorum without its data: a majority of a three-replica group could then hang on
-/// one node.
-async fn wait_caught_up(
-    raft: &Raft,
-    group: GroupId,
-    id: NodeId,
-    timeout: Duration,
-) -> Result<(), CoreError> {
-    let target = raft.metrics().borrow_watched().last_log_index;
-    let caught_up = |m: &openraft::RaftMetrics<_>| match &m.replication {
-        Some(replication) => replication
-            .get(&id)
-            .is_some_and(|matched| matched.as_ref().map(|l| l.index()) >= target),
-        // Not the leader any more: stop waiting; the check below reports it.
-        None => true,
-    };
-    let waited = raft
-        .wait(Some(timeout))
-        .metrics(caught_up, "the new replica catches up")
-        .await;
-    match waited {
-        Ok(m) if m.replication.is_some() => Ok(()),
-        Ok(_) => Err(CoreError::unavailable(format!(
-            "not the leader of group {group} any more"
-        ))),
-        Err(_) => Err(CoreError::unavailable(format!(
-            "node {id} has not caught up with group {group} yet"
-        ))),
     }
 }
 

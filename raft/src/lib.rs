@@ -9,6 +9,7 @@ pub mod command;
 pub mod error;
 pub mod groups;
 pub mod kv;
+pub mod membership;
 pub mod meta;
 pub mod network;
 pub mod runtime;

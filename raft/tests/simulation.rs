@@ -23,6 +23,7 @@ use conclave_proto::peer::{
 use conclave_raft::command::{Command, Proposal, Response};
 use conclave_raft::groups::{GroupSettings, Groups};
 use conclave_raft::kv::KvRead;
+use conclave_raft::membership::wait_caught_up;
 use conclave_raft::network::{Peers, RaftTransport, TransportError};
 use conclave_raft::shard::{query, ShardCommand, ShardQuery, ShardReadResult};
 use conclave_raft::storage::{Db, GroupKv};
@@ -353,8 +354,8 @@ async fn client(
 }
 
 /// Moves one replica of a random group to a node that lacks it, as the placement controller
-/// does: add the node as a learner, replace one voter with it, then delete the group's data on
-/// the node that left.
+/// does: add the node as a learner, promote it once it holds the leader's log (the controller's
+/// own rule), replace one voter with it, then delete the group's data on the node that left.
 async fn move_replica(sim: &Sim, rng: &mut SmallRng) {
     let group = rng.random_range(1..=GROUPS);
     let Some(leader) = sim.leader(group) else {
@@ -390,12 +391,19 @@ async fn move_replica(sim: &Sim, rng: &mut SmallRng) {
     }
     let added = timeout(
         Duration::from_secs(10),
-        raft.add_learner(to, info(to), true),
+        raft.add_learner(to, info(to), false),
     )
     .await;
     if !matches!(added, Ok(Ok(_))) {
         sim.net
             .log(format!("move group {group}: learner not added"));
+        return;
+    }
+    if let Err(e) = wait_caught_up(&raft, group, to, Duration::from_secs(10)).await {
+        sim.net.log(format!(
+            "move group {group}: learner not promoted: {}",
+            e.message
+        ));
         return;
     }
     let mut desired = voters.clone();
